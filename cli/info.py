@@ -1,0 +1,77 @@
+"""``nnc info``: what a .nnc file holds and where its bytes go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..bitstream import inspect_bitstream
+from ..errors import InvalidBitstreamError
+
+MAX_FILE_BYTES = 1 << 31
+
+
+def read_file_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InvalidBitstreamError(f"{path} is {size} bytes, larger than any .nnc file nnc writes")
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise InvalidBitstreamError(f"{path} is a directory") from None
+    except OSError as error:
+        raise InvalidBitstreamError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def describe_file(path: Path) -> dict:
+    data = read_file_bytes(Path(path))
+    summary = inspect_bitstream(data)
+    media = summary["header"].get("media") or {}
+    encoder = summary["header"].get("encoder") or {}
+    pixels = 0
+    try:
+        pixels = int(media["width"]) * int(media["height"]) * int(media["num_frames"])
+    except (KeyError, TypeError, ValueError):
+        pass
+    bpp = summary["file_bytes"] * 8 / pixels if pixels else None
+    summary["bpp"] = bpp
+
+    lines = [
+        f"{path}: nnc format v{summary['format_version']}, codec {summary['codec']}, {summary['file_bytes']} bytes"
+        + (f", {bpp:.5f} bpp" if bpp is not None else ""),
+    ]
+    if media:
+        fps = media.get("fps")
+        fps_text = f"{fps[0]}/{fps[1]}" if isinstance(fps, list) and len(fps) == 2 else str(fps)
+        lines.append(
+            f"  media: {media.get('width')}x{media.get('height')}, {media.get('num_frames')} frames @ {fps_text} fps, "
+            f"{media.get('pix_fmt')} {media.get('bit_depth')}-bit, colour {media.get('color_matrix')} "
+            f"{media.get('color_range')}"
+        )
+    model = summary["header"].get("model") or {}
+    if "config" in model:
+        lines.append("  model: " + ", ".join(f"{k}={v}" for k, v in model["config"].items()))
+    if "psnr_rgb" in encoder:
+        lines.append(f"  encoder: nnc {encoder.get('nnc')}, PSNR-RGB {encoder['psnr_rgb']:.2f} dB, "
+                     f"settings {encoder.get('settings')}")
+    lines.append("  bytes:")
+    lines.append(f"    {'header':<12} {summary['header_bytes']:>10}")
+    side_total = 0
+    for group in summary["groups"]:
+        lines.append(
+            f"    {group['name']:<12} {group['payload_bytes']:>10} payload  "
+            f"({group['num_symbols']} symbols, {8 * group['payload_bytes'] / max(group['num_symbols'], 1):.3f} bits each)"
+        )
+        side_total += group["side_info_bytes"]
+    lines.append(f"    {'side info':<12} {side_total:>10}  (quantization parameters, entropy-model tables)")
+    lines.append(f"    {'container':<12} {summary['container_bytes']:>10}  (magic, version, chunk framing, CRCs)")
+    lines.append(f"    {'total':<12} {summary['file_bytes']:>10}")
+    lines.append("  tensors:")
+    for group in summary["groups"]:
+        for tensor in group["tensors"]:
+            shape = "x".join(str(d) for d in tensor["shape"])
+            axis = "tensor" if tensor["axis"] is None else f"axis {tensor['axis']}"
+            lines.append(
+                f"    {group['name']}/{tensor['name']:<28} {shape:<16} {tensor['scheme']} {tensor['bits']}-bit per {axis:<7} "
+                f"{tensor['entropy_model']:<10} {tensor['payload_bits'] / 8:>9.0f} B + {tensor['side_info_bytes']} B side"
+            )
+    return {"data": summary, "text": "\n".join(lines)}

@@ -1,0 +1,231 @@
+"""The ``nnc`` command: encode, decode, info, eval.
+
+Every user-facing failure is an :class:`~nnc.errors.NncError`, printed as one line
+``nnc: <message>`` with a non-zero exit code; tracebacks are for bugs only (and are
+shown in full with NNC_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import traceback
+from fractions import Fraction
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import NncError
+
+SIZE_SUFFIXES = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_sizes(values: tuple[str, ...]) -> tuple[tuple[int, int] | None, float | None]:
+    """``--size`` takes a frame size ``WxH`` (raw YUV input) or a model size (1.5M, 375k, 200000)."""
+    frame_size = model_size = None
+    for value in values:
+        text = value.strip().lower()
+        if match := re.fullmatch(r"(\d+)x(\d+)", text):
+            frame_size = (int(match[1]), int(match[2]))
+        elif match := re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)", text):
+            model_size = float(match[1]) * SIZE_SUFFIXES[match[2]]
+            if model_size < 1:
+                raise NncError(f"--size {value}: model size must be positive")
+        else:
+            raise NncError(f"--size {value!r}: expected WxH (frame size) or a parameter count like 1.5M")
+    return frame_size, model_size
+
+
+def parse_fps(value: str | None) -> Fraction | None:
+    if value is None:
+        return None
+    try:
+        fps = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        raise NncError(f"--fps {value!r}: expected a number like 25 or 30000/1001") from None
+    if fps <= 0:
+        raise NncError("--fps must be positive")
+    return fps
+
+
+def reports_errors(function):
+    """Turn NncError (and the few expected system failures) into one line and an exit code."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except NncError as error:
+            click.echo(f"nnc: {error}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("nnc: interrupted", err=True)
+            sys.exit(130)
+        except MemoryError:
+            click.echo("nnc: out of memory: try a smaller --batch-size or a shorter clip", err=True)
+            sys.exit(4)
+        except Exception as error:  # a bug: keep the one-line contract, offer the traceback
+            if _is_out_of_memory(error):
+                click.echo("nnc: out of GPU memory: try a smaller --batch-size or --device cpu", err=True)
+                sys.exit(4)
+            if os.environ.get("NNC_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"nnc: internal error: {type(error).__name__}: {error} (set NNC_DEBUG=1 for details)", err=True)
+            sys.exit(70)
+
+    return wrapper
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    return "out of memory" in str(error).lower()
+
+
+def media_options(function):
+    """Options describing how to read a raw or ambiguous input."""
+    options = [
+        click.option("--pix-fmt", help="Pixel format of raw .yuv input: yuv420p or yuv420p10le."),
+        click.option("--fps", help="Frame rate of raw .yuv input (default 25)."),
+        click.option("--color-matrix", type=click.Choice(["bt601", "bt709", "bt2020"]),
+                     help="Override the YUV<->RGB matrix (default: the stream's tag, else bt601 as ffmpeg)."),
+        click.option("--color-range", type=click.Choice(["tv", "pc"]),
+                     help="Override the YUV range (default: the stream's tag, else tv as ffmpeg)."),
+        click.option("--frames", "max_frames", type=click.IntRange(min=1), help="Use only the first N frames."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames):
+    from ..media import read_video
+
+    return read_video(
+        path, size=frame_size, pix_fmt=pix_fmt, fps=parse_fps(fps), color_matrix=color_matrix,
+        color_range=color_range, max_frames=max_frames,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nnc")
+def main():
+    """nnc: neural video codecs. Encode a video into a .nnc file and decode it back."""
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .nnc file to write.")
+@click.option("--model", default="hnerv", show_default=True, help="Registered codec name.")
+@click.option("--size", "sizes", multiple=True,
+              help="Model size in parameters (1.5M, 375k); or WxH, the frame size of raw .yuv input. Repeatable.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (HNeRV default 300).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per training step (HNeRV default 2).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (HNeRV default 1e-3).")
+@click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="l2, or fusion6 = 0.7 L1 + 0.3 (1 - SSIM).")
+@click.option("--weight-bits", type=click.IntRange(2, 16), help="Quantization bits of weights (default 8).")
+@click.option("--embed-bits", type=click.IntRange(2, 16), help="Quantization bits of embeddings (default 6).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@media_options
+@reports_errors
+def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, seed, device, quiet,
+           pix_fmt, fps, color_matrix, color_range, max_frames):
+    """Fit a neural representation to INPUT and write it as a .nnc file."""
+    from ..codec.api import encode_video
+    from ..codec.base import EncodeOptions
+    from ..codec.registry import get_codec
+    from ..media import describe_colour
+
+    get_codec(model)  # fail on a typo before reading a long video
+    frame_size, model_size = parse_sizes(sizes)
+    video = read_input(input, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames)
+    info = video.info
+    if not quiet:
+        click.echo(
+            f"{input}: {info.width}x{info.height}, {info.num_frames} frames @ {float(info.fps):.3f} fps, "
+            f"{info.pix_fmt}, colour {describe_colour(info)}",
+            err=True,
+        )
+    options = EncodeOptions(
+        size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
+        weight_bits=weight_bits, embed_bits=embed_bits, show_progress=not quiet,
+    )
+    report = encode_video(video, output, model, options)
+    click.echo(
+        f"wrote {report.path}: {report.file_bytes} bytes, {report.bpp:.4f} bpp, "
+        f"PSNR {report.psnr:.2f} dB (RGB, after quantization), "
+        f"{report.stats.get('model_size', 0) / 1e6:.3f}M parameters, {report.encode_seconds:.1f} s"
+    )
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output: .y4m, .yuv, .mkv (FFV1, lossless), .mp4 (x264) or a folder of PNG frames.")
+@click.option("--format", "format_", type=click.Choice(["y4m", "png", "yuv", "mkv", "mp4"]),
+              help="Output format when the extension does not say.")
+@click.option("--crf", type=click.IntRange(0, 51), help="x264 CRF for .mp4 output (default 18).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@reports_errors
+def decode(input, output, format_, crf, device, batch_size):
+    """Decode a .nnc file into a video."""
+    from ..codec.api import decode_file
+
+    info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size)
+    click.echo(
+        f"wrote {output}: {info.width}x{info.height}, {info.num_frames} frames, {info.pix_fmt}, "
+        f"{seconds:.1f} s ({info.num_frames / max(seconds, 1e-9):.1f} frames/s)"
+    )
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@reports_errors
+def info(input, as_json):
+    """Show a .nnc file's header, chunks and where its bytes go."""
+    from .info import describe_file
+
+    description = describe_file(input)
+    if as_json:
+        click.echo(json.dumps(description["data"], indent=2))
+    else:
+        click.echo(description["text"])
+
+
+@main.command(name="eval")
+@click.argument("reference", type=click.Path(path_type=Path))
+@click.argument("distorted", type=click.Path(path_type=Path))
+@click.option("--size", "sizes", multiple=True, help="WxH of raw .yuv inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the CompressAI-style results JSON.")
+@media_options
+@reports_errors
+def eval_command(reference, distorted, sizes, as_json, pix_fmt, fps, color_matrix, color_range, max_frames):
+    """Compare DISTORTED (a video or a .nnc file) with REFERENCE: PSNR, PSNR-YUV, MS-SSIM, bpp."""
+    from ..eval.compare import evaluate
+
+    frame_size, _ = parse_sizes(sizes)
+    result = evaluate(
+        reference, distorted,
+        read=lambda path: read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    r = result["results"]
+    ms = "n/a (frames too small)" if r["ms-ssim-rgb"] is None else f"{r['ms-ssim-rgb']:.4f}"
+    click.echo(
+        f"{distorted} vs {reference}: {result['meta']['frames']} frames {result['meta']['resolution']}\n"
+        f"  PSNR-RGB {r['psnr-rgb']:.3f} dB   PSNR-YUV(6:1:1) {r['psnr-yuv']:.3f} dB "
+        f"(Y {r['psnr-y']:.2f} U {r['psnr-u']:.2f} V {r['psnr-v']:.2f})\n"
+        f"  MS-SSIM-RGB {ms}   bpp {r['bpp']:.5f} ({r['bytes']} bytes)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The contract every video codec in nnc fulfils.
+
+A codec turns a :class:`~nnc.media.Video` into named groups of quantized integer
+tensors plus a JSON-serialisable model header (``compress``), and turns those back
+into frames (``decompress``).  It never sees files: :mod:`nnc.codec.api` wraps the
+result in the container of :mod:`nnc.bitstream` and writes or reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import NncError
+
+if TYPE_CHECKING:
+    from ..bitstream import TensorGroup
+
+
+@dataclass
+class EncodeOptions:
+    """Settings of one encode.  Fields a codec does not use are ignored by it."""
+
+    size: float | None = None  # target model size in parameters (decoder + embeddings)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    loss: str | None = None  # "l2" or "fusion6" (0.7 L1 + 0.3 (1 - SSIM))
+    seed: int = 0
+    device: str = "auto"
+    weight_bits: int | None = None
+    embed_bits: int | None = None
+    show_progress: bool = True
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "show_progress"}
+
+
+@dataclass
+class CompressedVideo:
+    """What ``compress`` returns: the payload plus what was measured on the way."""
+
+    model_header: dict
+    groups: list[TensorGroup]
+    settings: dict  # the resolved encode settings (for reports and the file header)
+    stats: dict = field(default_factory=dict)  # train loss/PSNR, timings, parameter counts
+
+
+class VideoCodec:
+    """Base class of the registered video codecs (see :func:`register_codec`)."""
+
+    name: str = ""
+
+    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+        raise NotImplementedError
+
+    def decompress(
+        self, model_header: dict, groups: list[TensorGroup], num_frames: int, height: int, width: int,
+        *, device: str = "cpu", batch_size: int = 4,
+    ) -> Iterator[torch.Tensor]:
+        """Yield batches of decoded frames, float RGB (N, 3, height, width) in [0, 1]."""
+        raise NotImplementedError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NncError("--device cuda requested but no CUDA device is available (use --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise NncError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def frames_to_float(frames: np.ndarray | torch.Tensor, max_value: int) -> torch.Tensor:
+    """(N, H, W, 3) integer frames -> (N, 3, H, W) float32 in [0, 1]."""
+    tensor = torch.as_tensor(frames)
+    if tensor.dtype == torch.uint16:
+        tensor = tensor.to(torch.int32)
+    return tensor.permute(0, 3, 1, 2).to(torch.float32).div_(max_value)
+
+
+def float_to_frames(frames: torch.Tensor, max_value: int) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8/uint16, rounded to nearest."""
+    scaled = frames.detach().float().clamp(0, 1).mul(max_value).round_().to(torch.int32)
+    array = scaled.permute(0, 2, 3, 1).cpu().numpy()
+    return array.astype(np.uint8 if max_value == 255 else np.uint16)

@@ -1,0 +1,147 @@
+"""The HNeRV video codec: fit HNeRV to a clip, quantize, and hand tensors to the bitstream.
+
+Encoding: solve a config for the target size, train encoder + decoder end to end, run
+the encoder once more to get every frame's embedding, then quantize decoder weights
+(8-bit) and embeddings (6-bit) with HNeRV's lowest-error axis rule.  The encoder is
+thrown away.  Decoding: rebuild the decoder from the header, load the dequantized
+weights, run it on the dequantized embeddings in batches, crop the padding.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis
+from ..errors import InvalidBitstreamError, NncError
+from ..models.hnerv import (
+    HNeRV,
+    HNeRVConfig,
+    HNeRVDecoder,
+    decoder_parameter_count,
+    embedding_element_count,
+    solve_config,
+)
+from .base import CompressedVideo, EncodeOptions, VideoCodec, frames_to_float, resolve_device
+from .registry import register_codec
+from .training import TrainSettings, fit
+
+WEIGHTS_GROUP = "weights"
+EMBEDDINGS_GROUP = "embeddings"
+EMBEDDINGS_TENSOR = "embeddings"
+
+# HNeRV's published bunny recipe (README of the authors' code).
+DEFAULTS = dict(size=1.5e6, epochs=300, batch_size=2, lr=1e-3, loss="l2", weight_bits=8, embed_bits=6)
+
+
+def pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Replicate-pad (N, 3, h, w) to (N, 3, height, width); padding is never scored."""
+    pad_h, pad_w = height - frames.shape[-2], width - frames.shape[-1]
+    if pad_h == 0 and pad_w == 0:
+        return frames
+    return F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+def quantize_state(state: dict[str, torch.Tensor], bits: int) -> list[QuantizedTensor]:
+    return [quantize_best_axis(t.detach().cpu().float().numpy(), bits, name=name) for name, t in state.items()]
+
+
+@register_codec("hnerv")
+class HNeRVCodec(VideoCodec):
+    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
+        for key in ("weight_bits", "embed_bits"):
+            if not 2 <= settings[key] <= 16:
+                raise NncError(f"--{key.replace('_', '-')} must be between 2 and 16")
+        device = resolve_device(options.device)
+        info = video.info
+        num_frames, height, width = video.frames.shape[:3]
+        try:
+            config = solve_config(height, width, num_frames, float(settings["size"]))
+        except ValueError as error:
+            raise NncError(str(error)) from None
+        torch.manual_seed(options.seed)
+        model = HNeRV(config).to(device)
+        if device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        padded_h, padded_w = config.padded_height, config.padded_width
+
+        def reconstruct(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            output, _ = model(pad_to(target, padded_h, padded_w))
+            return output[..., :height, :width]
+
+        train = TrainSettings(
+            epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), lr=float(settings["lr"]),
+            loss=settings["loss"], seed=options.seed, show_progress=options.show_progress,
+            description=f"hnerv {width}x{height}x{num_frames}",
+        )
+        model.train()
+        stats = fit(reconstruct, model.parameters(), video.frames, video.max_value, train, device)
+
+        started = time.perf_counter()
+        model.eval()
+        embeddings = []
+        with torch.no_grad():
+            for start in range(0, num_frames, 8):
+                batch = frames_to_float(video.frames[start : start + 8], video.max_value).to(device)
+                embeddings.append(model.encoder(pad_to(batch, padded_h, padded_w)).cpu())
+        embedding = torch.cat(embeddings)
+        decoder_state = {k: v.contiguous() for k, v in model.decoder.state_dict().items()}
+        groups = [
+            TensorGroup(WEIGHTS_GROUP, quantize_state(decoder_state, int(settings["weight_bits"]))),
+            TensorGroup(
+                EMBEDDINGS_GROUP,
+                [quantize_best_axis(embedding.numpy(), int(settings["embed_bits"]), name=EMBEDDINGS_TENSOR)],
+            ),
+        ]
+        stats.update(
+            quantize_seconds=time.perf_counter() - started,
+            decoder_parameters=decoder_parameter_count(config),
+            embedding_elements=embedding_element_count(config, num_frames),
+        )
+        stats["model_size"] = stats["decoder_parameters"] + stats["embedding_elements"]
+        return CompressedVideo(model_header={"config": config.to_dict()}, groups=groups, settings=settings, stats=stats)
+
+    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4) -> Iterator[torch.Tensor]:
+        try:
+            config = HNeRVConfig.from_dict(model_header.get("config"))
+        except (TypeError, ValueError) as error:
+            raise InvalidBitstreamError(f"bad HNeRV config: {error}") from None
+        if config.padded_height < height or config.padded_width < width:
+            raise InvalidBitstreamError("HNeRV config output is smaller than the video")
+        by_name = {group.name: group for group in groups}
+        if set(by_name) != {WEIGHTS_GROUP, EMBEDDINGS_GROUP}:
+            raise InvalidBitstreamError(f"HNeRV file has tensor groups {sorted(by_name)}")
+        # Check shapes against the config before building anything big from them.
+        expected_params = decoder_parameter_count(config)
+        declared = sum(int(np.prod(t.symbols.shape)) for t in by_name[WEIGHTS_GROUP].tensors)
+        if declared != expected_params:
+            raise InvalidBitstreamError("HNeRV weights do not match the config")
+        embed = {t.name: t for t in by_name[EMBEDDINGS_GROUP].tensors}
+        if list(embed) != [EMBEDDINGS_TENSOR] or tuple(embed[EMBEDDINGS_TENSOR].symbols.shape) != (
+            num_frames, *config.embedding_shape,
+        ):
+            raise InvalidBitstreamError("HNeRV embeddings do not match the config and frame count")
+
+        device = resolve_device(device)
+        decoder = HNeRVDecoder(config)
+        state = decoder.state_dict()
+        weights = {t.name: t for t in by_name[WEIGHTS_GROUP].tensors}
+        if set(weights) != set(state):
+            raise InvalidBitstreamError("HNeRV weight names do not match the decoder")
+        for name, reference in state.items():
+            values = weights[name].dequantize()
+            if tuple(values.shape) != tuple(reference.shape):
+                raise InvalidBitstreamError(f"HNeRV weight {name} has shape {values.shape}")
+            state[name] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        decoder.load_state_dict(state)
+        decoder.to(device).eval()
+        embedding = torch.from_numpy(np.ascontiguousarray(embed[EMBEDDINGS_TENSOR].dequantize(), dtype=np.float32))
+        with torch.no_grad():
+            for start in range(0, num_frames, batch_size):
+                output = decoder(embedding[start : start + batch_size].to(device))
+                yield output[..., :height, :width].cpu()

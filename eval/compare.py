@@ -1,0 +1,69 @@
+"""``nnc eval``: measure a decoded video (or a .nnc file) against its reference."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__
+from ..errors import NncError
+from .metrics import compare
+
+
+def file_size(path: Path) -> int:
+    """Bytes the user stores: a file, or every file of a folder of frames."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _to_common_scale(frames: np.ndarray, max_value: int, target: int) -> np.ndarray:
+    if max_value == target:
+        return frames
+    return np.round(frames.astype(np.float64) * (target / max_value)).astype(np.uint16 if target > 255 else np.uint8)
+
+
+def evaluate(reference: Path, distorted: Path, read: Callable) -> dict:
+    """Metrics in CompressAI's results format (``name``, ``results``, ``meta``)."""
+    from ..codec.api import decode_frames
+    from ..bitstream import read_bitstream_file
+
+    ref = read(reference)
+    started = time.perf_counter()
+    if Path(distorted).suffix.lower() == ".nnc":
+        bitstream = read_bitstream_file(distorted)
+        frames = np.concatenate(list(decode_frames(bitstream)))
+        bit_depth = int(bitstream.header["media"]["bit_depth"])
+        dist_max, name = (255 if bit_depth == 8 else 65535), f"nnc-{bitstream.codec}"
+    else:
+        video = read(distorted)
+        frames, dist_max, name = video.frames, video.max_value, Path(distorted).suffix.lstrip(".") or "frames"
+    seconds = time.perf_counter() - started
+    if frames.shape != ref.frames.shape:
+        raise NncError(
+            f"{distorted} has {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, "
+            f"reference has {ref.frames.shape[0]} of {ref.frames.shape[2]}x{ref.frames.shape[1]}"
+        )
+    max_value = max(ref.max_value, dist_max)
+    metrics = compare(
+        _to_common_scale(ref.frames, ref.max_value, max_value), _to_common_scale(frames, dist_max, max_value),
+        max_value, ref.info.color_matrix if ref.info.color_matrix != "rgb" else "bt601",
+    )
+    size = file_size(Path(distorted))
+    info = ref.info
+    metrics["bpp"] = size * 8 / (info.width * info.height * info.num_frames)
+    metrics["bytes"] = size
+    return {
+        "name": name,
+        "description": f"{distorted} against {reference}",
+        "results": metrics,
+        "meta": {
+            "reference": str(reference), "distorted": str(distorted), "frames": info.num_frames,
+            "resolution": f"{info.width}x{info.height}", "colour": f"{info.color_matrix} {info.color_range}",
+            "psnr": "per-frame RGB MSE, averaged over frames", "nnc": __version__,
+            "decode_or_read_seconds": seconds,
+        },
+    }
