@@ -127,12 +127,15 @@ def main():
 @click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="l2, or fusion6 = 0.7 L1 + 0.3 (1 - SSIM).")
 @click.option("--weight-bits", type=click.IntRange(2, 16), help="Quantization bits of weights (default 8).")
 @click.option("--embed-bits", type=click.IntRange(2, 16), help="Quantization bits of embeddings (default 6).")
+@click.option("--quant-axis", type=click.Choice(["cost", "error"]),
+              help="Per-tensor or per-channel quantization: 'cost' counts the per-channel parameters' bits "
+                   "(default), 'error' is HNeRV's lowest-error rule.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @media_options
 @reports_errors
-def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, seed, device, quiet,
+def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, seed, device, quiet,
            pix_fmt, fps, color_matrix, color_range, max_frames):
     """Fit a neural representation to INPUT and write it as a .nnc file."""
     from ..codec.api import encode_video
@@ -152,7 +155,7 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
         )
     options = EncodeOptions(
         size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
-        weight_bits=weight_bits, embed_bits=embed_bits, show_progress=not quiet,
+        weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, show_progress=not quiet,
     )
     report = encode_video(video, output, model, options)
     click.echo(

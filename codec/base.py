@@ -33,6 +33,7 @@ class EncodeOptions:
     device: str = "auto"
     weight_bits: int | None = None
     embed_bits: int | None = None
+    quant_axis: str | None = None  # "cost" (side info counted) or "error" (HNeRV's rule)
     show_progress: bool = True
 
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis
+from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis, quantize_lowest_cost_axis
 from ..errors import InvalidBitstreamError, NncError
 from ..models.hnerv import (
     HNeRV,
@@ -34,8 +34,11 @@ WEIGHTS_GROUP = "weights"
 EMBEDDINGS_GROUP = "embeddings"
 EMBEDDINGS_TENSOR = "embeddings"
 
-# HNeRV's published bunny recipe (README of the authors' code).
-DEFAULTS = dict(size=1.5e6, epochs=300, batch_size=2, lr=1e-3, loss="l2", weight_bits=8, embed_bits=6)
+# HNeRV's published bunny recipe (README of the authors' code).  ``quant_axis`` "cost"
+# charges per-channel offsets/scales their bits; "error" is HNeRV's lowest-MSE rule.
+DEFAULTS = dict(size=1.5e6, epochs=300, batch_size=2, lr=1e-3, loss="l2", weight_bits=8, embed_bits=6,
+                quant_axis="cost")
+AXIS_RULES = {"cost": quantize_lowest_cost_axis, "error": quantize_best_axis}
 
 
 def pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -46,8 +49,9 @@ def pad_to(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
 
 
-def quantize_state(state: dict[str, torch.Tensor], bits: int) -> list[QuantizedTensor]:
-    return [quantize_best_axis(t.detach().cpu().float().numpy(), bits, name=name) for name, t in state.items()]
+def quantize_state(state: dict[str, torch.Tensor], bits: int, rule: str) -> list[QuantizedTensor]:
+    quantize = AXIS_RULES[rule]
+    return [quantize(t.detach().cpu().float().numpy(), bits, name=name) for name, t in state.items()]
 
 
 @register_codec("hnerv")
@@ -57,6 +61,8 @@ class HNeRVCodec(VideoCodec):
         for key in ("weight_bits", "embed_bits"):
             if not 2 <= settings[key] <= 16:
                 raise NncError(f"--{key.replace('_', '-')} must be between 2 and 16")
+        if settings["quant_axis"] not in AXIS_RULES:
+            raise NncError(f"--quant-axis must be one of {', '.join(AXIS_RULES)}")
         device = resolve_device(options.device)
         info = video.info
         num_frames, height, width = video.frames.shape[:3]
@@ -92,10 +98,10 @@ class HNeRVCodec(VideoCodec):
         embedding = torch.cat(embeddings)
         decoder_state = {k: v.contiguous() for k, v in model.decoder.state_dict().items()}
         groups = [
-            TensorGroup(WEIGHTS_GROUP, quantize_state(decoder_state, int(settings["weight_bits"]))),
+            TensorGroup(WEIGHTS_GROUP, quantize_state(decoder_state, int(settings["weight_bits"]), settings["quant_axis"])),
             TensorGroup(
                 EMBEDDINGS_GROUP,
-                [quantize_best_axis(embedding.numpy(), int(settings["embed_bits"]), name=EMBEDDINGS_TENSOR)],
+                [AXIS_RULES[settings["quant_axis"]](embedding.numpy(), int(settings["embed_bits"]), name=EMBEDDINGS_TENSOR)],
             ),
         ]
         stats.update(
