@@ -117,8 +117,11 @@ class HNeRVCodec(VideoCodec):
             config = HNeRVConfig.from_dict(model_header.get("config"))
         except (TypeError, ValueError) as error:
             raise InvalidBitstreamError(f"bad HNeRV config: {error}") from None
-        if config.padded_height < height or config.padded_width < width:
-            raise InvalidBitstreamError("HNeRV config output is smaller than the video")
+        # The embedding grid must be exactly the one that covers the frame: this ties the
+        # decoder's output size (and so its compute) to the bounded media size.
+        stride = config.total_stride
+        if (config.embed_height, config.embed_width) != (-(-height // stride), -(-width // stride)):
+            raise InvalidBitstreamError("HNeRV config output size does not match the video size")
         by_name = {group.name: group for group in groups}
         if set(by_name) != {WEIGHTS_GROUP, EMBEDDINGS_GROUP}:
             raise InvalidBitstreamError(f"HNeRV file has tensor groups {sorted(by_name)}")

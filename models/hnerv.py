@@ -284,6 +284,12 @@ def solve_config(height: int, width: int, num_frames: int, target_size: float, *
         config.fc_dim = fc_dim
         return model_size(config, num_frames)
 
+    smallest = size_for(1)
+    if smallest > target_size * 1.05:
+        raise ValueError(
+            f"target size {target_size:.0f} is below the smallest HNeRV for this video ({smallest} parameters "
+            f"at fc_dim 1); raise --size"
+        )
     low, high = 1, MAX_WIDTH
     while low < high:  # largest fc_dim whose size does not exceed the target
         mid = (low + high + 1) // 2

@@ -16,7 +16,7 @@ from nnc.media import read_video, write_video
 
 from synthetic import shared_media, synthetic_video
 
-ENCODE_FAST = ["--size", "30k", "--epochs", "30", "--lr", "5e-3", "--device", "cpu", "--quiet"]
+ENCODE_FAST = ["--size", "60k", "--epochs", "30", "--lr", "5e-3", "--device", "cpu", "--quiet"]
 
 
 def run(*args: str):
@@ -152,7 +152,7 @@ def test_bad_inputs_to_encode_give_one_line_errors(tmp_path):
 def test_encode_raw_yuv_with_size_and_pix_fmt(tmp_path):
     write_video(tmp_path / "clip.yuv", synthetic_video(num_frames=4))
     result = run("encode", tmp_path / "clip.yuv", "-o", tmp_path / "clip.nnc", "--size", "128x64",
-                 "--pix-fmt", "yuv420p", "--fps", "30000/1001", "--size", "20k", "--epochs", "2", "--device", "cpu",
+                 "--pix-fmt", "yuv420p", "--fps", "30000/1001", "--size", "60k", "--epochs", "2", "--device", "cpu",
                  "--quiet")
     assert result.exit_code == 0, result.output
     media = read_bitstream_file(tmp_path / "clip.nnc").header["media"]

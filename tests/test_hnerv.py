@@ -31,7 +31,7 @@ def test_paper_strides_and_size_solver_match_hnerv():
 
 @pytest.mark.parametrize("height,width", [(64, 128), (90, 160), (17, 33), (1, 1), (288, 352)])
 def test_any_resolution_is_covered_by_the_padded_output(height, width):
-    config = solve_config(height, width, 4, 2e4 + 16 * 64 * 4)
+    config = solve_config(height, width, 4, 3e5)
     assert config.padded_height >= height and config.padded_width >= width
     model = HNeRV(config)
     output, embedding = model(torch.rand(1, 3, config.padded_height, config.padded_width))
@@ -61,7 +61,7 @@ def test_schedule_warms_up_from_a_tenth_then_cosine_to_zero():
 def encoded(tmp_path_factory):
     video = synthetic_video()
     path = tmp_path_factory.mktemp("hnerv") / "clip.nnc"
-    options = EncodeOptions(size=3e4, epochs=40, batch_size=2, lr=5e-3, device="cpu", show_progress=False)
+    options = EncodeOptions(size=6e4, epochs=40, batch_size=2, lr=5e-3, device="cpu", show_progress=False)
     report = encode_video(video, path, "hnerv", options)
     return video, path, report
 
@@ -109,3 +109,12 @@ def test_mismatched_tensors_are_rejected(encoded):
     bitstream.header["media"]["num_frames"] = 9
     with pytest.raises(InvalidBitstreamError):
         list(decode_frames(bitstream))
+    bitstream = read_bitstream_file(path)
+    bitstream.header["media"]["width"] = 1024  # output grid would not cover it
+    with pytest.raises(InvalidBitstreamError, match="size"):
+        list(decode_frames(bitstream))
+
+
+def test_unreachable_target_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="raise --size"):
+        solve_config(64, 128, 8, 1e4)
