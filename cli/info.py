@@ -54,7 +54,7 @@ def describe_file(path: Path) -> dict:
         lines.append(f"  encoder: nnc {encoder.get('nnc')}, PSNR-RGB {encoder['psnr_rgb']:.2f} dB, "
                      f"settings {encoder.get('settings')}")
     lines.append("  bytes:")
-    lines.append(f"    {'header':<12} {summary['header_bytes']:>10}")
+    lines.append(f"    {'header':<12} {summary['header_bytes']:>10}  (media, model config, encoder record)")
     side_total = 0
     for group in summary["groups"]:
         lines.append(
@@ -62,8 +62,8 @@ def describe_file(path: Path) -> dict:
             f"({group['num_symbols']} symbols, {8 * group['payload_bytes'] / max(group['num_symbols'], 1):.3f} bits each)"
         )
         side_total += group["side_info_bytes"]
-    lines.append(f"    {'side info':<12} {side_total:>10}  (quantization parameters, entropy-model tables)")
-    lines.append(f"    {'container':<12} {summary['container_bytes']:>10}  (magic, version, chunk framing, CRCs)")
+    lines.append(f"    {'side info':<12} {side_total:>10}  (tensor descriptors, quantization parameters, entropy-model tables)")
+    lines.append(f"    {'container':<12} {summary['container_bytes']:>10}  (magic, version, end chunk)")
     lines.append(f"    {'total':<12} {summary['file_bytes']:>10}")
     lines.append("  tensors:")
     for group in summary["groups"]:

@@ -150,7 +150,7 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
     if not quiet:
         click.echo(
             f"{input}: {info.width}x{info.height}, {info.num_frames} frames @ {float(info.fps):.3f} fps, "
-            f"{info.pix_fmt}, colour {describe_colour(info)}",
+            f"{info.pix_fmt}, colour {describe_colour(info, overridden=bool(color_matrix or color_range))}",
             err=True,
         )
     options = EncodeOptions(

@@ -118,3 +118,16 @@ def test_mismatched_tensors_are_rejected(encoded):
 def test_unreachable_target_size_is_a_clear_error():
     with pytest.raises(ValueError, match="raise --size"):
         solve_config(64, 128, 8, 1e4)
+
+
+def test_losses():
+    from nnc.codec.training import reconstruction_loss
+
+    target = torch.rand(2, 3, 32, 64)
+    noisy = (target + 0.1 * torch.randn_like(target)).clamp(0, 1)
+    for kind in ("l2", "fusion6"):
+        assert reconstruction_loss(target, target, kind).item() == pytest.approx(0.0, abs=1e-6)
+        assert reconstruction_loss(noisy, target, kind).item() > 0.005  # noise variance ~0.009
+    # fusion6 = 0.7 L1 + 0.3 (1 - SSIM): between 0.7 * L1 and 0.7 * L1 + 0.3
+    l1 = torch.nn.functional.l1_loss(noisy, target).item()
+    assert 0.7 * l1 < reconstruction_loss(noisy, target, "fusion6").item() < 0.7 * l1 + 0.3
