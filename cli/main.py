@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 import traceback
 from fractions import Fraction
@@ -63,7 +64,8 @@ def reports_errors(function):
             click.echo(f"nnc: {error}", err=True)
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
-            click.echo("nnc: interrupted", err=True)
+            click.echo("nnc: interrupted (an interrupted encode continues with the same command plus --resume)",
+                       err=True)
             sys.exit(130)
         except MemoryError:
             click.echo("nnc: out of memory: try a smaller --batch-size or a shorter clip", err=True)
@@ -78,6 +80,10 @@ def reports_errors(function):
             sys.exit(70)
 
     return wrapper
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _is_out_of_memory(error: Exception) -> bool:
@@ -132,10 +138,14 @@ def main():
                    "(default), 'error' is HNeRV's lowest-error rule.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted encode from OUT.nnc.ckpt.")
+@click.option("--checkpoint-interval", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Seconds between training checkpoints (OUT.nnc.ckpt, removed on success); 0 disables.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @media_options
 @reports_errors
-def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, seed, device, quiet,
+def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, seed, device, resume,
+           checkpoint_interval, quiet,
            pix_fmt, fps, color_matrix, color_range, max_frames):
     """Fit a neural representation to INPUT and write it as a .nnc file."""
     from ..codec.api import encode_video
@@ -144,6 +154,8 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
     from ..media import describe_colour
 
     get_codec(model)  # fail on a typo before reading a long video
+    # `kill` (SIGTERM) gets the same treatment as Ctrl-C: save a checkpoint, then exit.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     frame_size, model_size = parse_sizes(sizes)
     video = read_input(input, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames)
     info = video.info
@@ -156,6 +168,7 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
     options = EncodeOptions(
         size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
         weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, show_progress=not quiet,
+        checkpoint_interval=checkpoint_interval, resume=resume,
     )
     report = encode_video(video, output, model, options)
     click.echo(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from ..errors import InvalidBitstreamError
 from ..eval.metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import EncodeOptions, float_to_frames
+from .checkpoint import checkpoint_path_for
 from .registry import get_codec
 
 
@@ -70,6 +71,8 @@ def encode_video(video: Video, output: str | Path, model: str = "hnerv", options
     """Fit ``model`` to ``video`` and write the .nnc file atomically."""
     options = options or EncodeOptions()
     codec = get_codec(model)()
+    if options.checkpoint_path is None and options.checkpoint_interval > 0:
+        options = replace(options, checkpoint_path=str(checkpoint_path_for(output)))
     started = time.perf_counter()
     compressed = codec.compress(video, options)
     header = {"media": video.info.to_dict(), "model": compressed.model_header}
@@ -90,6 +93,8 @@ def encode_video(video: Video, output: str | Path, model: str = "hnerv", options
     # Recorded so `nnc info` can show it; part of the file, so counted in bpp.
     header["encoder"] = {"nnc": __version__, "psnr_rgb": round(psnr, 4), "settings": compressed.settings}
     file_bytes = write_bitstream_file(output, bitstream)
+    if options.checkpoint_path is not None:  # the encode is complete: the checkpoint has served
+        Path(options.checkpoint_path).unlink(missing_ok=True)
     elapsed = time.perf_counter() - started
     stats = dict(compressed.stats, verify_decode_seconds=decode_seconds)
     return EncodeReport(

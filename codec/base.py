@@ -8,7 +8,8 @@ result in the container of :mod:`nnc.bitstream` and writes or reads it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -35,9 +36,20 @@ class EncodeOptions:
     embed_bits: int | None = None
     quant_axis: str | None = None  # "cost" (side info counted) or "error" (HNeRV's rule)
     show_progress: bool = True
+    checkpoint_path: str | None = None  # where training state is saved; None: no checkpoints
+    checkpoint_interval: float = 300.0  # seconds between checkpoints
+    resume: bool = False  # continue from checkpoint_path
 
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "show_progress"}
+    def checkpoint_policy(self, frames, settings: dict):
+        """The checkpoint policy for a training run on ``frames`` with ``settings``."""
+        from .checkpoint import CheckpointPolicy, fingerprint
+
+        if self.checkpoint_path is None:
+            if self.resume:
+                raise NncError("--resume needs checkpoints (do not disable them)")
+            return None
+        return CheckpointPolicy(Path(self.checkpoint_path), self.checkpoint_interval, self.resume,
+                                fingerprint(frames, dict(settings, seed=self.seed)))
 
 
 @dataclass

@@ -86,7 +86,8 @@ class HNeRVCodec(VideoCodec):
             description=f"hnerv {width}x{height}x{num_frames}",
         )
         model.train()
-        stats = fit(reconstruct, model.parameters(), video.frames, video.max_value, train, device)
+        policy = options.checkpoint_policy(video.frames, dict(settings, codec=self.name, config=config.to_dict()))
+        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy)
 
         started = time.perf_counter()
         model.eval()

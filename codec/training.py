@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..errors import NncError
 from .base import frames_to_float
+from .checkpoint import CheckpointPolicy, load_checkpoint, save_checkpoint
 
 LOSSES = ("l2", "fusion6")
 
@@ -89,17 +90,23 @@ def tune_malloc() -> None:
 
 def fit(
     reconstruct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    parameters: Iterable[torch.nn.Parameter],
+    module: torch.nn.Module,
     frames: np.ndarray,
     max_value: int,
     settings: TrainSettings,
     device: torch.device,
+    checkpoint: CheckpointPolicy | None = None,
 ) -> dict:
-    """Optimise ``parameters`` so that ``reconstruct`` reproduces ``frames``.
+    """Optimise ``module`` so that ``reconstruct`` reproduces ``frames``.
 
     ``frames`` (T, H, W, 3) stay in their integer dtype; each batch is converted to
     float on the device, so memory holds one integer copy of the clip (on the GPU, the
     clip is copied there once: it is small next to the activations).
+
+    With a ``checkpoint`` policy the full training state is saved every
+    ``interval_seconds`` (and when interrupted), and restored when resuming: the data
+    order, schedule and optimiser continue exactly where they stopped, so a resumed
+    encode ends where an uninterrupted one would.
     """
     if settings.epochs < 1 or settings.batch_size < 1:
         raise NncError("epochs and batch size must be at least 1")
@@ -109,22 +116,43 @@ def fit(
     source = torch.from_numpy(frames)
     if device.type == "cuda":
         source = source.to(device)
-    optimizer = torch.optim.Adam(list(parameters), lr=settings.lr, betas=settings.betas)
+    optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, betas=settings.betas)
     generator = torch.Generator().manual_seed(settings.seed)
     batches_per_epoch = math.ceil(num_frames / settings.batch_size)
     total_steps = settings.epochs * batches_per_epoch
-    step, started = 0, time.perf_counter()
+    step = first_epoch = first_batch = 0
     epoch_loss = epoch_mse = 0.0
+    trained_seconds = 0.0  # training time of earlier runs when resuming
+    saved = load_checkpoint(checkpoint) if checkpoint else None
+    if saved is not None:
+        module.load_state_dict(saved["module"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["epoch_generator_state"])
+        step, first_epoch, first_batch = int(saved["step"]), int(saved["epoch"]), int(saved["batch"])
+        epoch_loss, epoch_mse = float(saved["epoch_loss"]), float(saved["epoch_mse"])
+        trained_seconds = float(saved["trained_seconds"])
     bar = tqdm(
-        total=total_steps, desc=settings.description, unit="it", file=sys.stderr,
+        total=total_steps, initial=step, desc=settings.description, unit="it", file=sys.stderr,
         disable=not settings.show_progress, dynamic_ncols=True, leave=True,
     )
+    started = last_saved = time.perf_counter()
+    position = {}
+
+    def save() -> None:
+        save_checkpoint(checkpoint, {
+            "module": module.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "trained_seconds": trained_seconds + time.perf_counter() - started, **position,
+        })
+
     try:
-        for epoch in range(settings.epochs):
+        for epoch in range(first_epoch, settings.epochs):
+            epoch_generator_state = generator.get_state()
             order = torch.randperm(num_frames, generator=generator)
-            epoch_loss = epoch_mse = 0.0
-            for start in range(0, num_frames, settings.batch_size):
-                indices = order[start : start + settings.batch_size]
+            if epoch != first_epoch or saved is None:
+                epoch_loss = epoch_mse = 0.0
+            start_batch = first_batch if epoch == first_epoch else 0
+            for batch in range(start_batch, batches_per_epoch):
+                indices = order[batch * settings.batch_size : (batch + 1) * settings.batch_size]
                 for group in optimizer.param_groups:
                     group["lr"] = settings.lr * lr_multiplier(
                         step / total_steps, settings.warmup_fraction, settings.warmup_start
@@ -140,18 +168,32 @@ def fit(
                 epoch_loss += loss.item() * len(indices)
                 epoch_mse += mse * len(indices)
                 step += 1
+                # where a resumed run must pick up: the next batch of this epoch's order
+                position = {"epoch": epoch, "batch": batch + 1, "epoch_generator_state": epoch_generator_state,
+                            "epoch_loss": epoch_loss, "epoch_mse": epoch_mse}
+                if batch + 1 == batches_per_epoch:
+                    position.update(epoch=epoch + 1, batch=0, epoch_generator_state=generator.get_state(),
+                                    epoch_loss=0.0, epoch_mse=0.0)
                 bar.update(1)
                 if step % 10 == 0 or step == total_steps:
                     bar.set_postfix_str(
                         f"epoch {epoch + 1}/{settings.epochs} loss {loss.item():.4f} psnr {psnr_from_mse(mse):.2f}"
                     )
+                if checkpoint and time.perf_counter() - last_saved >= checkpoint.interval_seconds:
+                    save()
+                    last_saved = time.perf_counter()
+    except KeyboardInterrupt:
+        if checkpoint and position:
+            save()  # so that --resume loses nothing
+        raise
     finally:
         bar.close()
-    elapsed = time.perf_counter() - started
+    elapsed = trained_seconds + time.perf_counter() - started
     return {
         "train_loss": epoch_loss / num_frames,
         "train_psnr": psnr_from_mse(epoch_mse / num_frames),  # from the last epoch's batches
         "train_seconds": elapsed,
         "train_frames_per_second": settings.epochs * num_frames / elapsed,
+        "resumed_at_step": int(saved["step"]) if saved is not None else None,
         "iterations": total_steps,
     }
