@@ -47,6 +47,16 @@ MAX_NDIM = 8
 MAX_TENSOR_ELEMENTS = 1 << 26
 MAX_FILE_ELEMENTS = 1 << 26  # all tensors of a file, constant ones included
 MAX_FILE_CODED_SYMBOLS = 1 << 25  # symbols that go through rANS
+# Decoding time is linear in the coded symbols, and a skewed table makes symbols
+# nearly free in bytes; so a group's rANS stream must spend at least 1/16 bit per coded
+# symbol on average (beyond a small allowance).  A crafted file then cannot make the
+# decoder work much longer than its own size justifies.
+MAX_CODED_SYMBOLS_PER_STREAM_BYTE = 128
+CODED_SYMBOL_ALLOWANCE = 1 << 16
+
+
+def _check_coded_symbols_per_byte(coded: int, stream_bytes: int) -> bool:
+    return coded <= MAX_CODED_SYMBOLS_PER_STREAM_BYTE * stream_bytes + CODED_SYMBOL_ALLOWANCE
 _AXIS_NONE = 0xFF
 _SCHEME_CODES = {scheme: code for code, scheme in enumerate(SCHEMES)}
 
@@ -192,6 +202,10 @@ def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
         _write_descriptor(writer, tensor, symbols, offset, scale, model)
         parts.append((symbols, model))
     stream = entropy.encode_symbols(parts)
+    coded = sum(symbols.size for symbols, model in parts if model.is_coded)
+    if not _check_coded_symbols_per_byte(coded, len(stream)):
+        raise ValueError(f"{where}: {coded} symbols coded in {len(stream)} bytes exceed the format's "
+                         f"{MAX_CODED_SYMBOLS_PER_STREAM_BYTE} symbols per byte; the tensors are too redundant")
     writer.uvarint(len(stream))
     writer.raw(stream)
     return bytes(writer.buffer)
@@ -308,6 +322,10 @@ def _decode_group(payload: bytes, index: int, totals: dict, stats: list | None) 
     descriptors = [_read_tensor_descriptor(reader, position, totals) for position in range(count)]
     stream = reader.take(reader.uvarint("rANS stream length", len(payload)), "rANS stream")
     reader.expect_end("the rANS stream")
+    coded = sum(d.elements for d in descriptors if d.model.is_coded)
+    if not _check_coded_symbols_per_byte(coded, len(stream)):
+        raise reader.fail(f"{coded} coded symbols in a {len(stream)}-byte stream (at most "
+                          f"{MAX_CODED_SYMBOLS_PER_STREAM_BYTE} per byte + {CODED_SYMBOL_ALLOWANCE})")
     decoded = entropy.decode_symbols(stream, [(d.elements, d.model) for d in descriptors], reader.context)
     tensors = [
         QuantizedTensor(d.name, flat.reshape(d.shape), d.scheme, d.bits, d.axis, d.offset, d.scale)

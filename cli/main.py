@@ -68,11 +68,12 @@ def reports_errors(function):
                        err=True)
             sys.exit(130)
         except MemoryError:
-            click.echo("nnc: out of memory: try a smaller --batch-size or a shorter clip", err=True)
+            click.echo(f"nnc: {CPU_MEMORY_ADVICE}", err=True)
             sys.exit(4)
         except Exception as error:  # a bug: keep the one-line contract, offer the traceback
-            if _is_out_of_memory(error):
-                click.echo("nnc: out of GPU memory: try a smaller --batch-size or --device cpu", err=True)
+            advice = _out_of_memory_advice(error)
+            if advice:
+                click.echo(f"nnc: {advice}", err=True)
                 sys.exit(4)
             if os.environ.get("NNC_DEBUG"):
                 traceback.print_exc()
@@ -86,8 +87,23 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _is_out_of_memory(error: Exception) -> bool:
-    return "out of memory" in str(error).lower()
+CPU_MEMORY_ADVICE = "out of memory: try a smaller --batch-size, fewer frames (--frames N) or a smaller --size"
+GPU_MEMORY_ADVICE = "out of GPU memory: try a smaller --batch-size, fewer frames (--frames N) or --device cpu"
+# What torch's allocators say when they fail (CUDA, the CPU allocator, MPS, HIP).
+_OUT_OF_MEMORY_TEXT = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
+
+
+def _out_of_memory_advice(error: Exception) -> str | None:
+    """The one-line advice for an allocation failure, or None for any other error."""
+    torch = sys.modules.get("torch")  # only loaded (and only able to fail so) once a codec ran
+    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    text = str(error).lower()
+    if oom_type is not None and isinstance(error, oom_type):
+        return GPU_MEMORY_ADVICE
+    if isinstance(error, RuntimeError) and any(fragment in text for fragment in _OUT_OF_MEMORY_TEXT):
+        on_cpu = "cpu" in text and "cuda" not in text
+        return CPU_MEMORY_ADVICE if on_cpu else GPU_MEMORY_ADVICE
+    return None
 
 
 def media_options(function):
@@ -124,18 +140,23 @@ def main():
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .nnc file to write.")
-@click.option("--model", default="hnerv", show_default=True, help="Registered codec name.")
+@click.option("--model", default="hnerv", show_default=True, help="Registered codec name: hnerv, nerv or nervpp (NeRV++).")
 @click.option("--size", "sizes", multiple=True,
               help="Model size in parameters (1.5M, 375k); or WxH, the frame size of raw .yuv input. Repeatable.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (HNeRV default 300).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per training step (HNeRV default 2).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (HNeRV default 1e-3).")
-@click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="l2, or fusion6 = 0.7 L1 + 0.3 (1 - SSIM).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default 300).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per training step (default: HNeRV 2, NeRV/NeRV++ 1).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default: HNeRV 1e-3, NeRV/NeRV++ 5e-4).")
+@click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="l2 (HNeRV default), or fusion6 = 0.7 L1 + 0.3 (1 - SSIM) (NeRV/NeRV++ default).")
 @click.option("--weight-bits", type=click.IntRange(2, 16), help="Quantization bits of weights (default 8).")
-@click.option("--embed-bits", type=click.IntRange(2, 16), help="Quantization bits of embeddings (default 6).")
+@click.option("--embed-bits", type=click.IntRange(2, 16), help="Quantization bits of embeddings (default 6; HNeRV only).")
 @click.option("--quant-axis", type=click.Choice(["cost", "error"]),
               help="Per-tensor or per-channel quantization: 'cost' counts the per-channel parameters' bits "
                    "(default), 'error' is HNeRV's lowest-error rule.")
+@click.option("--prune", "prune", type=click.FloatRange(0, 1, max_open=True), metavar="FRACTION_REMOVED",
+              help="NeRV/NeRV++: fraction of weights removed by global magnitude pruning before fine-tuning "
+                   "(default 0.4 as in NeRV; 0 disables). Masks are stored in the file and counted. HNeRV ignores it.")
+@click.option("--finetune-epochs", type=click.IntRange(min=0),
+              help="NeRV/NeRV++: fine-tuning epochs after pruning, masks fixed (default 10% of --epochs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted encode from OUT.nnc.ckpt.")
@@ -144,16 +165,18 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @media_options
 @reports_errors
-def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, seed, device, resume,
+def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, prune,
+           finetune_epochs, seed, device, resume,
            checkpoint_interval, quiet,
            pix_fmt, fps, color_matrix, color_range, max_frames):
     """Fit a neural representation to INPUT and write it as a .nnc file."""
-    from ..codec.api import encode_video
+    from ..codec.api import check_output_path, encode_video
     from ..codec.base import EncodeOptions
     from ..codec.registry import get_codec
     from ..media import describe_colour
 
-    get_codec(model)  # fail on a typo before reading a long video
+    get_codec(model)  # fail on a typo, or an output that cannot be written, before reading a long video
+    check_output_path(output)
     # `kill` (SIGTERM) gets the same treatment as Ctrl-C: save a checkpoint, then exit.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     frame_size, model_size = parse_sizes(sizes)
@@ -167,7 +190,8 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
         )
     options = EncodeOptions(
         size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
-        weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, show_progress=not quiet,
+        weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, prune=prune,
+        finetune_epochs=finetune_epochs, show_progress=not quiet,
         checkpoint_interval=checkpoint_interval, resume=resume,
     )
     report = encode_video(video, output, model, options)

@@ -6,7 +6,9 @@ media I/O (:mod:`nnc.media`).  Codecs stay file-agnostic.
 
 from __future__ import annotations
 
+import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 from .. import __version__
 from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, read_bitstream_file, write_bitstream_file
-from ..errors import InvalidBitstreamError
+from ..errors import InvalidBitstreamError, MediaError
 from ..eval.metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import EncodeOptions, float_to_frames
@@ -67,10 +69,29 @@ def media_info(bitstream: Bitstream) -> VideoInfo:
         raise InvalidBitstreamError(f"bad media header: {error}") from None
 
 
+def check_output_path(path: str | Path) -> None:
+    """Fail now, not after the training, when the .nnc file ``path`` cannot be written."""
+    path = Path(path)
+    parent = path.absolute().parent
+    if path.is_dir():
+        raise MediaError(f"{path} is a folder; name the .nnc file to write")
+    if not parent.exists():
+        raise MediaError(f"output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise MediaError(f"cannot write {path}: {parent} is not a folder")
+    try:  # permissions, read-only mounts, full quotas: only trying tells (root ignores mode bits)
+        handle, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise MediaError(f"cannot write to {parent}: {error.strerror or error}") from None
+
+
 def encode_video(video: Video, output: str | Path, model: str = "hnerv", options: EncodeOptions | None = None) -> EncodeReport:
     """Fit ``model`` to ``video`` and write the .nnc file atomically."""
     options = options or EncodeOptions()
     codec = get_codec(model)()
+    check_output_path(output)
     if options.checkpoint_path is None and options.checkpoint_interval > 0:
         options = replace(options, checkpoint_path=str(checkpoint_path_for(output)))
     started = time.perf_counter()

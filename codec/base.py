@@ -35,6 +35,8 @@ class EncodeOptions:
     weight_bits: int | None = None
     embed_bits: int | None = None
     quant_axis: str | None = None  # "cost" (side info counted) or "error" (HNeRV's rule)
+    prune: float | None = None  # fraction of weights removed by magnitude pruning (NeRV: 0.4; 0 disables)
+    finetune_epochs: int | None = None  # epochs of fine-tuning with the pruning masks fixed
     show_progress: bool = True
     checkpoint_path: str | None = None  # where training state is saved; None: no checkpoints
     checkpoint_interval: float = 300.0  # seconds between checkpoints
@@ -98,7 +100,11 @@ def frames_to_float(frames: np.ndarray | torch.Tensor, max_value: int) -> torch.
 
 
 def float_to_frames(frames: torch.Tensor, max_value: int) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8/uint16, rounded to nearest."""
-    scaled = frames.detach().float().clamp(0, 1).mul(max_value).round_().to(torch.int32)
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8/uint16, rounded to nearest.
+
+    NaN (from weights that dequantize to inf, which a corrupted but well-formed file
+    can hold) becomes 0, so every machine writes the same pixels for it.
+    """
+    scaled = frames.detach().float().nan_to_num(0.0, 1.0, 0.0).clamp(0, 1).mul(max_value).round_().to(torch.int32)
     array = scaled.permute(0, 2, 3, 1).cpu().numpy()
     return array.astype(np.uint8 if max_value == 255 else np.uint16)

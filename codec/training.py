@@ -96,6 +96,7 @@ def fit(
     settings: TrainSettings,
     device: torch.device,
     checkpoint: CheckpointPolicy | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict:
     """Optimise ``module`` so that ``reconstruct`` reproduces ``frames``.
 
@@ -107,6 +108,9 @@ def fit(
     ``interval_seconds`` (and when interrupted), and restored when resuming: the data
     order, schedule and optimiser continue exactly where they stopped, so a resumed
     encode ends where an uninterrupted one would.
+
+    ``after_step``, when given, runs after every optimiser step (e.g. to re-apply
+    pruning masks, so pruned weights stay exactly zero while the rest fine-tune).
     """
     if settings.epochs < 1 or settings.batch_size < 1:
         raise NncError("epochs and batch size must be at least 1")
@@ -163,6 +167,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 with torch.no_grad():
                     mse = F.mse_loss(output, target).item()
                 epoch_loss += loss.item() * len(indices)

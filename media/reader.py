@@ -144,7 +144,9 @@ class _ContainerSource(_Source):
         try:
             # Broken files carry broken metadata strings too: replace, never raise on them.
             self.container = av.open(str(path), format=format_name, options=options, metadata_errors="replace")
-        except (av.FFmpegError, EOFError) as error:
+        except EOFError:  # FFmpeg's probe ran out of data: a container with no frames, or cut short
+            raise MediaError(f"cannot read {path}: no frames (the file is empty or truncated)") from None
+        except av.FFmpegError as error:
             raise MediaError(f"cannot read {path}: not a video FFmpeg recognises ({_ffmpeg_reason(error)})") from None
         except OSError as error:
             raise MediaError(f"cannot read {path}: {error.strerror or error}") from None

@@ -236,6 +236,8 @@ class VideoWriter:
 
     def _make_temp(self) -> Path:
         parent = self.path.parent
+        if parent.exists() and not parent.is_dir():
+            raise MediaError(f"cannot write {self.path}: {parent} is not a folder")
         if not parent.is_dir():
             raise MediaError(f"output folder {parent} does not exist")
         if self._is_folder:

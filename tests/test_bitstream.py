@@ -870,3 +870,21 @@ def test_file_wide_symbol_budget_is_enforced_before_decoding():
     tensor = descriptor(shape=(4096, 4096), model=laplace)  # 2**24 coded symbols each
     payload = group_payload([tensor, tensor, descriptor(shape=(2,), model=laplace)], bytes(8))
     assert_rejected(file_with_group(payload), "entropy-coded symbols exceed", seconds=1.0)
+
+
+def test_groups_must_spend_bits_on_their_symbols(monkeypatch):
+    """A near-constant tensor codes a million symbols into a few bytes: the format caps
+    symbols per stream byte so that decode time follows file size."""
+    from nnc.bitstream import container
+
+    symbols = np.zeros(1 << 20, dtype=np.int32)
+    symbols[0] = 1
+    tensor = QuantizedTensor("t", symbols, "minmax", 1, None, np.zeros(1, np.float32), np.ones(1, np.float32))
+    bitstream = Bitstream("test", {}, [TensorGroup("g", [tensor])])
+    with pytest.raises(ValueError, match="symbols per byte"):
+        encode_bitstream(bitstream)
+    monkeypatch.setattr(container, "_check_coded_symbols_per_byte", lambda coded, size: True)
+    data = encode_bitstream(bitstream)
+    monkeypatch.undo()
+    with pytest.raises(InvalidBitstreamError, match="coded symbols"):
+        decode_bitstream(data)

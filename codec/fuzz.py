@@ -1,0 +1,934 @@
+"""Fuzzing the whole decode path: container, entropy decoder, codec, frame output.
+
+``python -m nnc.codec.fuzz --cases N --seed S [--out benchmarks/results/fuzz_decoder.json]``
+
+For every registered codec it encodes a tiny synthetic clip (a tiny model, one epoch)
+into valid ``.nnc`` bytes, then feeds mutated copies of them to exactly what
+``nnc decode`` runs: :func:`nnc.bitstream.decode_bitstream`, then
+:func:`nnc.codec.api.decode_frames` consumed to the end, on the CPU.
+
+Mutations range from blind (truncation, bit flips, byte runs) to structural, with the
+chunk CRC recomputed so that the inner parsers and the codec's own checks are reached:
+inflated varints (tensor counts, dimensions, stream lengths), wrong versions, chunks
+dropped, duplicated or reordered, header JSON edits (absurd media sizes and frame
+counts, model config values, wrong types), and tensor edits re-encoded through the
+container (shapes that disagree with the config, renamed or missing tensors,
+consistent re-sizings that must decode).
+
+An input passes when it decodes, or is refused with an :class:`~nnc.errors.NncError`
+(in practice InvalidBitstreamError), within ``--time-limit`` seconds (1 s) and without
+allocating more than ``--memory-mib`` (1024 MiB) of address space beyond the warmed-up
+decoder.  Inputs run in worker processes (one torch thread each) under
+``RLIMIT_AS``: an allocation sized by an unchecked field fails there as
+MemoryError/RuntimeError, which is reported as a failure like any other foreign
+exception; a worker that hangs past ``--kill-after`` seconds or dies is a failure too.
+
+Case ``i`` of seed ``S`` is generated from ``random.Random(f"{S}:{i}")`` alone, so a
+failure is reproduced with ``--only i`` (``--save DIR`` writes the failing inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import random
+import struct
+import sys
+import time
+import traceback
+import zlib
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+MIB = 1 << 20
+DEFAULT_TIME_LIMIT = 1.0
+DEFAULT_MEMORY_MIB = 1024
+DEFAULT_KILL_AFTER = 30.0
+PREFIX_BYTES = 10  # magic + version
+
+
+# What the checks cannot hold by construction, recorded with every campaign.
+KNOWN_LIMITS = (
+    "Decode time and memory grow with the coded symbol count a file declares, which the format bounds at 2**25 "
+    "(FORMAT.md section 7), not with the file's size: a near-constant tensor costs almost nothing to store, so "
+    "a ~14 KB file can ask the rANS decoder for 2**25 symbols (about 6 s and +400 MB on a 2-core CPU, in "
+    "bitstream/entropy.py decode_symbols, before any codec sees the shapes). Inputs whose mutation inflates a "
+    "dimension of an entropy-coded tensor within those bounds can exceed the time limit for that reason. "
+    "NeRV and NeRV++ decode one frame per frame index, and nothing in the file but the header's num_frames "
+    "(at most 10**6) says how many: a header edit alone makes the decode that much longer."
+)
+
+# --------------------------------------------------------------------------- seeds
+
+
+@dataclass(frozen=True)
+class SeedClip:
+    frames: int
+    height: int
+    width: int
+    pix_fmt: str
+
+
+SEED_CLIPS = (SeedClip(2, 32, 48, "yuv420p"), SeedClip(3, 20, 36, "gray10le"))
+
+
+def _synthetic_video(clip: SeedClip, seed: int):
+    from ..media import PIX_FMT_BIT_DEPTH, Video, VideoInfo
+
+    depth = PIX_FMT_BIT_DEPTH[clip.pix_fmt]
+    max_value = 255 if depth == 8 else 65535
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0 : clip.height, 0 : clip.width].astype(np.float64)
+    frames = np.empty((clip.frames, clip.height, clip.width, 3), np.float64)
+    for t in range(clip.frames):
+        for c in range(3):
+            frames[t, ..., c] = 0.5 + 0.4 * np.sin(x / clip.width * 6.3 + rng.uniform(0, 6.3) + t) * np.cos(y / clip.height * 3.1)
+    if clip.pix_fmt.startswith("gray"):
+        frames[...] = frames.mean(axis=-1, keepdims=True)
+    frames = np.round(frames * max_value).astype(np.uint8 if depth == 8 else np.uint16)
+    info = VideoInfo(width=clip.width, height=clip.height, num_frames=clip.frames, fps=Fraction(25), pix_fmt=clip.pix_fmt,
+                     bit_depth=depth, color_matrix="bt601", color_range="pc" if clip.pix_fmt.startswith("gray") else "tv")
+    return Video(frames=frames, info=info)
+
+
+# Model sizes tried in turn for a codec without a known smallest size: the first that
+# the codec accepts for the clip is used (a refused size costs no training).
+SIZE_LADDER = (2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5)
+
+
+def _seed_sizes(codec: str, video) -> list[float]:
+    if codec == "hnerv":  # its smallest model exactly
+        from ..models.hnerv import HNeRVConfig, choose_strides, model_size
+
+        num_frames, height, width = video.frames.shape[:3]
+        strides, embed_h, embed_w = choose_strides(height, width)
+        smallest = HNeRVConfig(strides=strides, embed_height=embed_h, embed_width=embed_w, fc_dim=1)
+        return [float(model_size(smallest, num_frames))]
+    return list(SIZE_LADDER)
+
+
+def _compress_smallest(codec_class, name: str, video):
+    """Compress with the codec's smallest accepted model, one epoch, quietly, on the CPU."""
+    from ..errors import NncError
+    from .base import EncodeOptions
+
+    options = EncodeOptions(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0)
+    error = None
+    for size in _seed_sizes(name, video):
+        try:
+            return codec_class().compress(video, replace(options, size=size))
+        except NncError as refused:  # below the codec's smallest model for this clip: go up
+            error = refused
+    raise error
+
+
+def build_seeds(seed: int = 0, *, codecs: list[str] | None = None,
+                clips: tuple[SeedClip, ...] = SEED_CLIPS) -> tuple[list[dict], list[str]]:
+    """Valid .nnc files (bytes) of every registered codec (or of ``codecs``), one per clip;
+    also the codecs that could not make one."""
+    import torch
+
+    from ..bitstream import Bitstream, encode_bitstream
+    from .registry import available_codecs, get_codec
+
+    seeds, errors = [], []
+    for name in available_codecs() if codecs is None else codecs:
+        for index, clip in enumerate(clips):
+            video = _synthetic_video(clip, seed + index)
+            torch.manual_seed(seed)
+            try:
+                compressed = _compress_smallest(get_codec(name), name, video)
+            except Exception as error:  # a codec that cannot make a seed is reported, not fatal
+                errors.append(f"{name} {clip}: {type(error).__name__}: {error}")
+                continue
+            header = {"media": video.info.to_dict(), "model": compressed.model_header}
+            data = encode_bitstream(Bitstream(codec=name, header=header, groups=compressed.groups))
+            seeds.append({"codec": name, "clip": f"{clip.width}x{clip.height}x{clip.frames} {clip.pix_fmt}",
+                          "bytes": data})
+    return seeds, errors
+
+
+# --------------------------------------------------------------------------- chunk helpers
+
+
+def split_chunks(data: bytes) -> tuple[bytes, list[list]]:
+    """A valid file's prefix and its chunks as [tag, payload] pairs."""
+    chunks, pos = [], PREFIX_BYTES
+    while pos < len(data):
+        tag = data[pos : pos + 4]
+        (length,) = struct.unpack_from("<I", data, pos + 4)
+        chunks.append([tag, data[pos + 8 : pos + 8 + length]])
+        pos += 12 + length
+    return data[:PREFIX_BYTES], chunks
+
+
+def chunk_bytes(tag: bytes, payload: bytes, crc: int | None = None) -> bytes:
+    body = tag + struct.pack("<I", len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)
+
+
+def join_chunks(prefix: bytes, chunks) -> bytes:
+    return prefix + b"".join(chunk_bytes(tag, payload) for tag, payload in chunks)
+
+
+def encode_uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def group_fields(payload: bytes) -> list[tuple[int, int, str, str]]:
+    """(start, end, kind, what) of the fields of a valid TGRP payload, for targeted edits."""
+    from ..bitstream import entropy
+
+    fields = []
+    reader = entropy.ByteReader(payload, "fuzz")
+
+    def mark(kind, what, read):
+        start = reader.pos
+        value = read()
+        fields.append((start, reader.pos, kind, what))
+        return value
+
+    length = mark("uvarint", "group name length", lambda: reader.uvarint("", 1 << 62))
+    reader.take(length, "")
+    count = mark("uvarint", "tensor count", lambda: reader.uvarint("", 1 << 62))
+    for index in range(count):
+        length = mark("uvarint", f"tensor {index} name length", lambda: reader.uvarint("", 1 << 62))
+        reader.take(length, "")
+        scheme = mark("u8", f"tensor {index} scheme", lambda: reader.u8(""))
+        bits = mark("u8", f"tensor {index} bits", lambda: reader.u8(""))
+        ndim = mark("u8", f"tensor {index} ndim", lambda: reader.u8(""))
+        shape = [mark("uvarint", f"tensor {index} dim {axis}", lambda: reader.uvarint("", 1 << 62)) for axis in range(ndim)]
+        axis = mark("u8", f"tensor {index} axis", lambda: reader.u8(""))
+        params = 1 if axis == 0xFF else shape[axis]
+        mark("f32s", f"tensor {index} offsets", lambda: reader.f32_array(params, ""))
+        mark("f32s", f"tensor {index} scales", lambda: reader.f32_array(params, ""))
+        low, high = (0, 2**bits - 1) if scheme == 0 else (entropy.MIN_SYMBOL, entropy.MAX_SYMBOL)
+        mark("u8", f"tensor {index} model kind", lambda: reader.u8(""))
+        reader.pos -= 1
+        mark("model", f"tensor {index} model", lambda: entropy.read_model(reader, "", low, high))
+    mark("uvarint", "stream length", lambda: reader.uvarint("", 1 << 62))
+    return fields
+
+
+# --------------------------------------------------------------------------- mutations
+
+INTERESTING_INTS = [0, 1, 2, 3, 7, 8, 15, 16, 17, 127, 128, 255, 256, 4095, 4096, 4097, 65535, 65536, 65537,
+                    2**25, 2**26, 2**26 + 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**53, 2**63 - 1, 2**63, 2**64]
+JSON_VALUES = [0, -1, 1, 2, 3, 7, 9, 255, 256, 2048, 16384, 16385, 65535, 10**6, 10**6 + 1, 2**31, 2**32 + 1, 2**63,
+               10**100, -0.0, 0.5, 1.5, 1e308, True, False, None, "", "x" * 300, [], {}, [1], [0, 1], [1, 0], [25, 1, 1],
+               [25, 0], [1e999, 1], [2, 2, 2, 2, 2, 2, 2, 2, 2], [8, 8, 8, 8, 8], [1], "yuv420p", "gray16le",
+               "rgb24", "rgb48le", "yuv444p12le", "bt709", "rgb", "pc", "hnerv", {"a": 1}]
+MEDIA_KEYS = ["width", "height", "num_frames", "fps", "pix_fmt", "bit_depth", "color_matrix", "color_range"]
+CONFIG_KEYS = ["strides", "fc_dim", "embed_channels", "embed_height", "embed_width", "encoder_width", "kernel_first",
+               "kernel_max", "reduce", "lower_width", "encoder_blocks"]
+
+
+class Skip(Exception):
+    """A mutation that does not apply to this seed; another one is drawn."""
+
+
+def _pick_chunk(rng, chunks, prefer_group=True):
+    candidates = [i for i, (tag, payload) in enumerate(chunks) if payload]
+    groups = [i for i in candidates if chunks[i][0] == b"TGRP"]
+    if prefer_group and groups and rng.random() < 0.75:
+        return rng.choice(groups)
+    return rng.choice(candidates)
+
+
+def m_truncate(rng, data, seeds):
+    cut = rng.randrange(len(data)) if rng.random() < 0.7 else rng.choice([0, 1, 8, 9, 10, 12, 20, len(data) - 1, len(data) - 4])
+    return data[:cut], f"truncate to {cut} of {len(data)} bytes"
+
+
+def m_flip_raw(rng, data, seeds):
+    out = bytearray(data)
+    positions = [rng.randrange(len(out)) for _ in range(rng.randint(1, 8))]
+    for p in positions:
+        out[p] ^= 1 << rng.randrange(8)
+    return bytes(out), f"flip bits at {positions} (CRC not fixed)"
+
+
+def m_flip_payload(rng, data, seeds):
+    prefix, chunks = split_chunks(data)
+    i = _pick_chunk(rng, chunks)
+    payload = bytearray(chunks[i][1])
+    positions = [rng.randrange(len(payload)) for _ in range(rng.randint(1, 4))]
+    for p in positions:
+        payload[p] ^= 1 << rng.randrange(8)
+    chunks[i][1] = bytes(payload)
+    return join_chunks(prefix, chunks), f"flip bits at {positions} of chunk {i} {chunks[i][0].decode()} (CRC fixed)"
+
+
+def m_byte_run(rng, data, seeds):
+    prefix, chunks = split_chunks(data)
+    i = _pick_chunk(rng, chunks)
+    payload = bytearray(chunks[i][1])
+    start, length = rng.randrange(len(payload)), rng.choice([1, 2, 4, 8, 16, 64, 256])
+    value = rng.choice([0x00, 0xFF, 0x7F, 0x80, rng.randrange(256)])
+    end = min(len(payload), start + length)
+    payload[start:end] = bytes([value]) * (end - start)
+    chunks[i][1] = bytes(payload)
+    return join_chunks(prefix, chunks), f"bytes {start}:{end} of chunk {i} set to {value:#04x} (CRC fixed)"
+
+
+def m_insert_delete(rng, data, seeds):
+    prefix, chunks = split_chunks(data)
+    i = _pick_chunk(rng, chunks)
+    payload = chunks[i][1]
+    start = rng.randrange(len(payload) + 1)
+    if rng.random() < 0.5:
+        extra = bytes(rng.randrange(256) for _ in range(rng.choice([1, 3, 4, 16])))
+        chunks[i][1] = payload[:start] + extra + payload[start:]
+        what = f"insert {len(extra)} bytes at {start}"
+    else:
+        count = rng.choice([1, 3, 4, 16, 1000])
+        chunks[i][1] = payload[:start] + payload[start + count :]
+        what = f"delete {count} bytes at {start}"
+    return join_chunks(prefix, chunks), f"{what} of chunk {i} (CRC fixed)"
+
+
+def m_field(rng, data, seeds):
+    """Set one field of a tensor group (counts, dimensions, lengths, bytes) to an extreme value."""
+    prefix, chunks = split_chunks(data)
+    groups = [i for i, (tag, _) in enumerate(chunks) if tag == b"TGRP"]
+    if not groups:
+        raise Skip
+    i = rng.choice(groups)
+    payload = chunks[i][1]
+    fields = group_fields(payload)
+    start, end, kind, what = rng.choice([f for f in fields if f[2] != "f32s"] if rng.random() < 0.85 else fields)
+    if kind == "uvarint":
+        value = rng.choice(INTERESTING_INTS) if rng.random() < 0.8 else rng.randrange(1 << rng.choice([8, 16, 32]))
+        new = encode_uvarint(value)
+        if rng.random() < 0.1:  # non-minimal encoding
+            new = new[:-1] + bytes([new[-1] | 0x80, 0x00])
+            value = f"{value} (non-minimal)"
+    elif kind == "u8":
+        value = rng.choice([0, 1, 2, 5, 6, 7, 8, 9, 15, 16, 17, 0x7F, 0xFE, 0xFF, rng.randrange(256)])
+        new = bytes([value])
+    elif kind == "f32s":
+        value = rng.choice([float("nan"), float("inf"), -1.0, 0.0, 1e-45, 1e38, 3.4e38])
+        new = struct.pack("<f", value) * ((end - start) // 4)
+    else:  # an entropy model: change its kind byte, or its bytes after that
+        model = bytearray(payload[start:end])
+        p = rng.randrange(len(model))
+        model[p] = rng.choice([0, 1, 2, 3, 4, 5, 6, 0x7F, 0xFF, rng.randrange(256)])
+        new, value = bytes(model), f"byte {p} = {model[p]:#04x}"
+    chunks[i][1] = payload[:start] + new + payload[end:]
+    return join_chunks(prefix, chunks), f"chunk {i} field {what!r} ({kind}) = {value} (CRC fixed)"
+
+
+def m_chunk_length(rng, data, seeds):
+    prefix, chunks = split_chunks(data)
+    i = rng.randrange(len(chunks))
+    pos = PREFIX_BYTES + sum(12 + len(p) for _, p in chunks[:i])
+    value = rng.choice([0, 1, len(chunks[i][1]) - 1, len(chunks[i][1]) + 1, 2**31, 2**32 - 1, rng.randrange(2**32)]) % 2**32
+    out = bytearray(data)
+    struct.pack_into("<I", out, pos + 4, value)
+    return bytes(out), f"chunk {i} length field = {value}"
+
+
+def m_version(rng, data, seeds):
+    value = rng.choice([0, 2, 3, 255, 256, 0xFFFF, rng.randrange(0x10000)])
+    out = bytearray(data)
+    struct.pack_into("<H", out, 8, value)
+    if rng.random() < 0.2:
+        out[rng.randrange(8)] ^= 0xFF
+        return bytes(out), f"version {value} and corrupt magic"
+    return bytes(out), f"version {value}"
+
+
+def m_chunks(rng, data, seeds):
+    prefix, chunks = split_chunks(data)
+    op = rng.choice(["drop", "duplicate", "swap", "move", "unknown", "trailing", "end payload", "splice"])
+    if op == "drop":
+        i = rng.randrange(len(chunks))
+        del chunks[i]
+        what = f"drop chunk {i}"
+    elif op == "duplicate":
+        i = rng.randrange(len(chunks))
+        chunks.insert(rng.randrange(len(chunks) + 1), list(chunks[i]))
+        what = f"duplicate chunk {i}"
+    elif op == "swap":
+        i, j = rng.randrange(len(chunks)), rng.randrange(len(chunks))
+        chunks[i], chunks[j] = chunks[j], chunks[i]
+        what = f"swap chunks {i} and {j}"
+    elif op == "move":
+        i = rng.randrange(len(chunks))
+        chunk = chunks.pop(i)
+        j = rng.randrange(len(chunks) + 1)
+        chunks.insert(j, chunk)
+        what = f"move chunk {i} to {j}"
+    elif op == "unknown":
+        tag = rng.choice([b"TGRQ", b"head", b"\x00\x00\x00\x00", b"XTRA"])
+        chunks.insert(rng.randrange(len(chunks) + 1), [tag, b"\x00" * rng.choice([0, 4])])
+        what = f"insert chunk {tag!r}"
+    elif op == "trailing":
+        return data + bytes(rng.randrange(256) for _ in range(rng.choice([1, 4, 12]))), "trailing bytes"
+    elif op == "end payload":
+        chunks[-1][1] = b"\x00"
+        what = "non-empty TEND"
+    else:
+        _, other = split_chunks(rng.choice(seeds))
+        i, j = rng.randrange(len(chunks)), rng.randrange(len(other))
+        chunks[i] = list(other[j])
+        what = f"chunk {i} replaced by chunk {j} of another seed"
+    return join_chunks(prefix, chunks), f"{what} (CRCs valid)"
+
+
+def _with_header(data, edit):
+    prefix, chunks = split_chunks(data)
+    document = json.loads(zlib.decompress(chunks[0][1]))
+    result = edit(document)
+    text = result if isinstance(result, (bytes, str)) else json.dumps(document)
+    chunks[0][1] = zlib.compress(text.encode("utf-8") if isinstance(text, str) else text)
+    return join_chunks(prefix, chunks)
+
+
+def m_header(rng, data, seeds):
+    """Edit the header JSON (CRC and zlib valid)."""
+    choice = rng.random()
+    if choice < 0.35:
+        key = rng.choice(MEDIA_KEYS)
+        value = rng.choice(JSON_VALUES)
+
+        def edit(doc):
+            doc["header"]["media"][key] = value
+        what = f"media.{key} = {value!r}"[:120]
+    elif choice < 0.7:
+        key = rng.choice(CONFIG_KEYS)
+        value = rng.choice(JSON_VALUES)
+
+        def edit(doc):
+            doc["header"]["model"]["config"][key] = value
+        what = f"model.config.{key} = {value!r}"[:120]
+    elif choice < 0.8:
+        section, key = rng.choice([("media", k) for k in MEDIA_KEYS]
+                                  + [("model", "config"), ("header", "media"), ("header", "model")])
+
+        def edit(doc):
+            target = doc["header"] if section == "header" else doc["header"][section]
+            target.pop(key, None) if rng.random() < 0.7 else target.update({"extra": 1})
+        what = f"remove {section}.{key} or add an unknown key"
+    else:
+        kind = rng.choice(["codec", "root", "deep", "duplicate key", "NaN", "1e999", "bad utf-8", "bomb", "big string"])
+
+        def edit(doc):
+            if kind == "codec":
+                doc["codec"] = rng.choice(["", "HNERV", "x" * 65, 7, None, "nerv"])
+            elif kind == "root":
+                return json.dumps(rng.choice([[], "x", 1, None, {"codec": "hnerv"}, {"codec": "hnerv", "header": []}]))
+            elif kind == "deep":
+                return '{"codec": "hnerv", "header": ' + "[" * 100000 + "]" * 100000 + "}"
+            elif kind == "duplicate key":
+                return json.dumps(doc)[:-1] + ', "codec": "other"}'
+            elif kind == "NaN":
+                return json.dumps(doc).replace('"fc_dim": ', '"fc_dim": NaN, "x": ', 1)
+            elif kind == "1e999":
+                return json.dumps(doc).replace('"reduce": 1.2', '"reduce": 1e999').replace('"width": ', '"width": 1e999, "w": ')
+            elif kind == "bad utf-8":
+                return json.dumps(doc).encode() + b"\xff\xfe"
+            elif kind == "bomb":
+                return json.dumps(doc) + " " * (2 * MIB)
+            else:
+                doc["header"]["junk"] = "x" * (MIB - 100)
+        what = f"header JSON {kind}"
+    return _with_header(data, edit), what
+
+
+def _retensor(data, edit):
+    """Decode a valid file, edit its Bitstream object, re-encode (CRCs, models valid)."""
+    from ..bitstream import decode_bitstream, encode_bitstream
+
+    bitstream = decode_bitstream(data)
+    try:
+        edit(bitstream)
+        return encode_bitstream(bitstream)
+    except (ValueError, TypeError, KeyError, IndexError) as error:  # the encoder refuses: not applicable
+        raise Skip from error
+
+
+def m_tensors(rng, data, seeds):
+    """Tensors that disagree with the config, renamed, dropped, added; groups renamed or dropped."""
+    from ..bitstream import QuantizedTensor, TensorGroup
+
+    op = rng.choice(["reshape", "flatten", "slice", "extend", "rename", "drop", "add", "group rename", "group drop",
+                     "group empty", "group add", "swap tensors", "bits"])
+
+    def edit(bs):
+        group = rng.choice(bs.groups)
+        tensor_index = rng.randrange(len(group.tensors)) if group.tensors else None
+        tensor = group.tensors[tensor_index] if tensor_index is not None else None
+        if op in ("reshape", "flatten", "slice", "extend", "bits") and tensor is None:
+            raise Skip
+        if op == "reshape":
+            shape = list(tensor.symbols.shape)
+            if len(shape) < 2:
+                raise Skip
+            shape[0], shape[-1] = shape[-1], shape[0]
+            group.tensors[tensor_index] = replace_tensor(tensor, tensor.symbols.reshape(shape))
+        elif op == "flatten":
+            group.tensors[tensor_index] = replace_tensor(tensor, tensor.symbols.reshape(-1))
+        elif op == "slice":
+            group.tensors[tensor_index] = replace_tensor(tensor, tensor.symbols[: max(1, tensor.symbols.shape[0] - 1)])
+        elif op == "extend":
+            group.tensors[tensor_index] = replace_tensor(tensor, np.concatenate([tensor.symbols, tensor.symbols[:1]]))
+        elif op == "rename":
+            tensor.name = rng.choice(["", "x", tensor.name + ".extra", "embeddings", "weights"])
+        elif op == "drop":
+            del group.tensors[tensor_index]
+        elif op == "add":
+            source = rng.choice([t for g in bs.groups for t in g.tensors])
+            group.tensors.append(QuantizedTensor(source.name + "_copy" if rng.random() < 0.5 else source.name,
+                                                 source.symbols, source.scheme, source.bits, source.axis,
+                                                 source.offset, source.scale))
+        elif op == "group rename":
+            group.name = rng.choice(["", "weights", "embeddings", "other"])
+        elif op == "group drop":
+            bs.groups.remove(group)
+        elif op == "group empty":
+            group.tensors.clear()
+        elif op == "group add":
+            bs.groups.append(TensorGroup(rng.choice(["weights", "extra"]), list(group.tensors)))
+        elif op == "swap tensors":
+            if len(group.tensors) < 2:
+                raise Skip
+            i, j = rng.sample(range(len(group.tensors)), 2)
+            group.tensors[i].name, group.tensors[j].name = group.tensors[j].name, group.tensors[i].name
+        else:
+            if tensor.scheme != "minmax":
+                raise Skip
+            tensor.bits = max(1, int(tensor.symbols.max()).bit_length())
+
+    return _retensor(data, edit), op
+
+
+def replace_tensor(tensor, symbols):
+    from ..bitstream import QuantizedTensor
+
+    axis = tensor.axis
+    offset, scale = tensor.offset, tensor.scale
+    if axis is not None and (axis >= symbols.ndim or symbols.shape[axis] != len(offset)):
+        axis, offset, scale = None, offset[:1], scale[:1]
+    return QuantizedTensor(tensor.name, np.ascontiguousarray(symbols), tensor.scheme, tensor.bits, axis, offset, scale)
+
+
+def m_resize(rng, data, seeds):
+    """Consistent edits that must still decode: fewer/more frames, a cropped size, other pixel formats."""
+    op = rng.choice(["frames", "crop", "pix_fmt", "fps"])
+    if op == "frames":
+        count = rng.choice([1, 2, 5, 9])
+
+        def edit(bs):
+            embeddings = [t for g in bs.groups for t in g.tensors if t.name == "embeddings"]
+            if not embeddings or "media" not in bs.header:
+                raise Skip
+            tensor = embeddings[0]
+            symbols = np.resize(tensor.symbols, (count, *tensor.symbols.shape[1:]))
+            for g in bs.groups:
+                g.tensors = [replace_tensor(t, symbols) if t is tensor else t for t in g.tensors]
+            bs.header["media"]["num_frames"] = count
+        return _retensor(data, edit), f"{count} frames (consistent)"
+    if op == "crop":
+        def edit(doc):
+            media, stride = doc["header"]["media"], int(np.prod(doc["header"]["model"]["config"]["strides"]))
+            for key in ("width", "height"):
+                grid = -(-media[key] // stride)
+                media[key] = rng.randint((grid - 1) * stride + 1, media[key])
+        return _with_header(data, edit), "crop inside the embedding grid (consistent)"
+    if op == "pix_fmt":
+        pix_fmt, depth = rng.choice([("yuv420p", 8), ("gray", 8), ("rgb24", 8), ("yuv444p12le", 12),
+                                     ("gray16le", 16), ("rgb48le", 16), ("yuv420p10le", 10)])
+
+        def edit(doc):
+            media = doc["header"]["media"]
+            media.update(pix_fmt=pix_fmt, bit_depth=depth)
+            if pix_fmt.startswith("rgb"):
+                media.update(color_matrix="rgb", color_range="pc")
+            elif media["color_matrix"] == "rgb":
+                media.update(color_matrix="bt601", color_range="tv")
+        return _with_header(data, edit), f"pix_fmt {pix_fmt} (consistent)"
+    fps = rng.choice([[1, 1], [999999, 1], [1, 999999], [30000, 1001]])
+
+    def edit(doc):
+        doc["header"]["media"]["fps"] = fps
+    return _with_header(data, edit), f"fps {fps} (consistent)"
+
+
+MUTATIONS = {
+    "truncate": (m_truncate, 1),
+    "flip_raw": (m_flip_raw, 1),
+    "flip_payload": (m_flip_payload, 3),
+    "byte_run": (m_byte_run, 2),
+    "insert_delete": (m_insert_delete, 1),
+    "field": (m_field, 4),
+    "chunk_length": (m_chunk_length, 1),
+    "version": (m_version, 1),
+    "chunks": (m_chunks, 2),
+    "header": (m_header, 4),
+    "tensors": (m_tensors, 3),
+    "resize": (m_resize, 2),
+}
+
+
+def make_case(seed: int, index: int, seeds: list[bytes]) -> tuple[bytes, str]:
+    """Case ``index``: a seed file with one to three mutations, deterministic in (seed, index)."""
+    rng = random.Random(f"{seed}:{index}")
+    names = list(MUTATIONS)
+    weights = [MUTATIONS[n][1] for n in names]
+    seed_index = rng.randrange(len(seeds))
+    data, steps = seeds[seed_index], []
+    rounds = 1 if rng.random() < 0.7 else rng.randint(2, 3)
+    attempts = 0
+    while len(steps) < rounds and attempts < 50:
+        attempts += 1
+        name = rng.choices(names, weights)[0]
+        try:
+            mutated, what = MUTATIONS[name][0](rng, data, seeds)
+        except Skip:
+            continue
+        except Exception as error:  # a structural mutation on an already broken file: try another
+            if steps:
+                continue
+            raise RuntimeError(f"mutation {name} failed on a valid seed: {error!r}") from error
+        data = mutated
+        steps.append(f"{name}: {what}")
+    return data, f"seed {seed_index}; " + "; ".join(steps)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _vm_size() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_reset() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset VmHWM, the peak resident set size
+        return True
+    except OSError:
+        return False
+
+
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def decode_all(data: bytes) -> int:
+    """Exactly what ``nnc decode`` does, minus writing: returns the frames produced."""
+    from ..bitstream import decode_bitstream
+    from .api import decode_frames
+
+    frames = 0
+    for batch in decode_frames(decode_bitstream(data), device="cpu"):
+        frames += batch.shape[0]
+    return frames
+
+
+def _allocate_unchecked(data: bytes) -> int:
+    """A deliberately bad "decoder" (for the harness's own tests): allocates what the input says."""
+    size = int.from_bytes(data[:8], "little")
+    return int(np.ones(size, np.uint8).sum())
+
+
+def _sleep(data: bytes) -> int:
+    """Another bad "decoder" for the harness's tests: takes as many milliseconds as the input says."""
+    time.sleep(int.from_bytes(data[:8], "little") / 1000)
+    return 0
+
+
+def _worker(connection, warmup: list[bytes], memory_bytes: int, target: str = "decode_all") -> None:
+    import resource
+    import warnings
+
+    from ..errors import NncError
+
+    # Corrupt scales legitimately dequantize to inf/NaN; the warnings are noise here.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    decode = globals()[target]
+    if target == "decode_all":  # the harness's test targets need no torch
+        import torch
+
+        torch.set_num_threads(1)
+        for data in warmup:  # every lazy import, allocator arena and kernel is in place before the limit
+            decode_all(data)
+    base = _vm_size()
+    limited = False
+    if base is not None and memory_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (base + memory_bytes, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        limited = True
+    connection.send({"ready": True, "rlimit_as": base + memory_bytes if limited else None, "base_vm": base})
+    while True:
+        try:
+            data = connection.recv()
+        except EOFError:
+            return
+        if data is None:
+            return
+        rss_reset = _peak_rss_reset()
+        rss_before = _status_bytes("VmRSS")
+        started = time.perf_counter()
+        result = {}
+        try:
+            result["frames"] = decode(data)
+            result["outcome"] = "decoded"
+        except NncError as error:
+            result["outcome"] = "rejected"
+            result["error"] = f"{type(error).__name__}: {error}"[:300]
+        except BaseException as error:  # noqa: BLE001 - that is the point
+            result["outcome"] = "crash"
+            result["error"] = f"{type(error).__name__}: {error}"[:500]
+            result["traceback"] = "".join(traceback.format_exception(error)[-6:])[-3000:]
+        result["seconds"] = time.perf_counter() - started
+        peak = _status_bytes("VmHWM")
+        if rss_reset and peak is not None and rss_before is not None:
+            result["peak_rss_bytes"] = peak
+            result["rss_growth_bytes"] = max(0, peak - rss_before)
+        connection.send(result)
+        if result["outcome"] == "crash":
+            return  # a fresh worker for the next case: nothing left over from the crash
+
+
+class Worker:
+    def __init__(self, context, warmup, memory_bytes, target="decode_all"):
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, warmup, memory_bytes, target), daemon=True)
+        self.process.start()
+        child.close()
+        ready = self.connection.recv()
+        self.limits = ready
+        self.case = None
+        self.started = None
+
+    def submit(self, case):
+        self.case = case
+        self.started = time.perf_counter()
+        self.connection.send(case["data"])
+
+    def stop(self):
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.connection.close()
+
+
+def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float = DEFAULT_TIME_LIMIT,
+                 memory_mib: int = DEFAULT_MEMORY_MIB, kill_after: float = DEFAULT_KILL_AFTER,
+                 only: list[int] | None = None, save: Path | None = None, progress: bool = False,
+                 max_seconds: float | None = None, target: str = "decode_all",
+                 inputs: list[tuple[bytes, str]] | None = None, seeds: list[dict] | None = None) -> dict:
+    """Build seeds, run ``cases`` mutated inputs through the decoder, return the JSON record.
+
+    ``inputs`` replaces the generated cases by given (bytes, description) pairs, and
+    ``target`` the decode function run on them (a name in this module): the harness's
+    own tests use them to check that it catches what it claims to.  ``seeds`` (as
+    returned by :func:`build_seeds`) skips building them again.
+    """
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    started = time.perf_counter()
+    seeds, seed_errors = (seeds, []) if seeds is not None else build_seeds(seed)
+    if not seeds:
+        raise RuntimeError(f"no codec could make a seed file: {seed_errors}")
+    seed_bytes = [s["bytes"] for s in seeds]
+    seed_seconds = time.perf_counter() - started
+    for index, data in enumerate(seed_bytes):  # the seeds themselves must decode, in this process too
+        decode_all(data)
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
+    memory_bytes = memory_mib * MIB
+    workers = [Worker(context, seed_bytes, memory_bytes, target) for _ in range(max(1, jobs))]
+    limits = workers[0].limits
+    if inputs is not None:
+        cases = len(inputs)
+    indices = iter(only if only is not None else range(cases))
+    outcomes: dict[str, int] = {}
+    by_mutation: dict[str, dict[str, int]] = {}
+    failures, slowest, tried = [], [], 0
+    peak_rss = 0
+    growth = {"bytes": 0, "case": None}
+    exhausted = False
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+
+    def record(case, result):
+        nonlocal tried, peak_rss
+        tried += 1
+        outcome = result["outcome"]
+        seconds = result.get("seconds")
+        kind = case["mutation"].split(";")[1].split(":")[0].strip() if ";" in case["mutation"] else "given"
+        counts = by_mutation.setdefault(kind, {})
+        counts[outcome] = counts.get(outcome, 0) + 1
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        peak_rss = max(peak_rss, result.get("peak_rss_bytes") or 0)
+        if (result.get("rss_growth_bytes") or 0) > growth["bytes"]:
+            growth.update(bytes=result["rss_growth_bytes"], case=case["index"], mutation=case["mutation"])
+        problem = None
+        if outcome in ("crash", "timeout", "worker died"):
+            problem = outcome
+        elif seconds is not None and seconds > time_limit:
+            problem = "slow"
+        entry = {"case": case["index"], "mutation": case["mutation"], "outcome": outcome,
+                 "seconds": None if seconds is None else round(seconds, 4), "input_bytes": len(case["data"])}
+        if "error" in result:
+            entry["error"] = result["error"]
+        if seconds is not None:
+            slowest.append(entry)
+            slowest.sort(key=lambda e: -e["seconds"])
+            del slowest[5:]
+        if problem:
+            failure = dict(entry, problem=problem)
+            if "traceback" in result:
+                failure["traceback"] = result["traceback"]
+            failures.append(failure)
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                (save / f"case_{seed}_{case['index']}.nnc").write_bytes(case["data"])
+            if progress:
+                print(f"FAILURE case {case['index']}: {problem}: {entry.get('error', '')} [{case['mutation']}]",
+                      file=sys.stderr)
+        if progress and tried % 200 == 0:
+            print(f"{tried} cases, {len(failures)} failures, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+    try:
+        while True:
+            for slot, worker in enumerate(workers):
+                if worker.case is None and not exhausted:
+                    if deadline is not None and time.perf_counter() > deadline:
+                        exhausted = True
+                        break
+                    index = next(indices, None)
+                    if index is None:
+                        exhausted = True
+                        break
+                    data, mutation = inputs[index] if inputs is not None else make_case(seed, index, seed_bytes)
+                    worker.submit({"index": index, "data": data, "mutation": mutation})
+            busy = [w for w in workers if w.case is not None]
+            if not busy:
+                break
+            ready = multiprocessing.connection.wait([w.connection for w in busy], timeout=0.1)
+            for slot, worker in enumerate(workers):
+                if worker.case is None:
+                    continue
+                restart = False
+                if worker.connection in ready:
+                    try:
+                        result = worker.connection.recv()
+                    except (EOFError, OSError):
+                        code = worker.process.exitcode
+                        worker.process.join(1)
+                        code = worker.process.exitcode if code is None else code
+                        result = {"outcome": "worker died", "error": f"worker exit code {code}"}
+                        restart = True
+                    restart = restart or result["outcome"] == "crash"
+                elif time.perf_counter() - worker.started > kill_after:
+                    result = {"outcome": "timeout", "error": f"killed after {kill_after:.0f} s"}
+                    restart = True
+                else:
+                    continue
+                record(worker.case, result)
+                worker.case = None
+                if restart:
+                    worker.stop()
+                    workers[slot] = Worker(context, seed_bytes, memory_bytes, target)
+    finally:
+        for worker in workers:
+            try:
+                worker.connection.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+            worker.stop()
+
+    from .api import machine_description
+
+    return {
+        "tool": "nnc.codec.fuzz",
+        "date": started_at.isoformat(timespec="seconds"),
+        "machine": dict(machine_description(), platform=platform.platform(), cpu_count=os.cpu_count()),
+        "settings": {
+            "cases": cases if only is None else len(only), "seed": seed, "jobs": jobs, "time_limit_s": time_limit,
+            "memory_limit_mib": memory_mib, "kill_after_s": kill_after, "max_seconds": max_seconds,
+            "memory_limit": "RLIMIT_AS of each worker = its address space after warm-up + memory_limit_mib",
+            "worker_rlimit_as_bytes": limits.get("rlimit_as"), "worker_base_vm_bytes": limits.get("base_vm"),
+            "torch_threads_per_worker": 1, "decode_path": "decode_bitstream + decode_frames(device='cpu') to the end",
+            "mutations": {name: weight for name, (_, weight) in MUTATIONS.items()},
+        },
+        "known_limits": KNOWN_LIMITS,
+        "seeds": [{"codec": s["codec"], "clip": s["clip"], "bytes": len(s["bytes"])} for s in seeds],
+        "seed_errors": seed_errors,
+        "seed_build_seconds": round(seed_seconds, 2),
+        "inputs_tried": tried,
+        "outcomes": outcomes,
+        "outcomes_by_mutation": by_mutation,
+        "failures": failures,
+        "failure_count": len(failures),
+        "slowest": slowest,
+        "max_peak_rss_mib": round(peak_rss / MIB, 1) if peak_rss else None,
+        "max_rss_growth": dict(growth, mib=round(growth["bytes"] / MIB, 1)),
+        "elapsed_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nnc.codec.fuzz", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per input (1)")
+    parser.add_argument("--memory-mib", type=int, default=DEFAULT_MEMORY_MIB,
+                        help="address space per worker beyond its warmed-up size (1024)")
+    parser.add_argument("--kill-after", type=float, default=DEFAULT_KILL_AFTER)
+    parser.add_argument("--max-seconds", type=float, help="stop drawing new cases after this long")
+    parser.add_argument("--only", type=int, nargs="+", help="run only these case numbers")
+    parser.add_argument("--save", type=Path, help="write failing inputs to this folder")
+    parser.add_argument("--out", type=Path, help="write the JSON record here")
+    args = parser.parse_args(argv)
+    record = run_campaign(args.cases, args.seed, jobs=args.jobs, time_limit=args.time_limit, memory_mib=args.memory_mib,
+                          kill_after=args.kill_after, only=args.only, save=args.save, progress=True,
+                          max_seconds=args.max_seconds)
+    text = json.dumps(record, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        temp = args.out.with_name(args.out.name + ".partial")
+        temp.write_text(text + "\n")
+        os.replace(temp, args.out)
+    slowest = record["slowest"][0] if record["slowest"] else None
+    print(f"{record['inputs_tried']} inputs, {record['failure_count']} failures, outcomes {record['outcomes']}, "
+          f"slowest {slowest['seconds'] if slowest else '-'} s, {record['elapsed_seconds']} s", file=sys.stderr)
+    if not args.out:
+        print(text)
+    return 1 if record["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

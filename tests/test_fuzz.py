@@ -1,0 +1,50 @@
+"""The decoder fuzzing harness (nnc.codec.fuzz): a short campaign, and the harness's own checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nnc.codec import fuzz
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    # One clip per codec keeps this short; the campaign (python -m nnc.codec.fuzz) uses all.
+    built, errors = fuzz.build_seeds(0, clips=fuzz.SEED_CLIPS[:1])
+    assert not errors  # every registered codec can be fuzzed
+    assert "hnerv" in {s["codec"] for s in built}
+    return built
+
+
+def test_cases_are_reproducible(seeds):
+    files = [s["bytes"] for s in seeds]
+    assert fuzz.make_case(3, 17, files) == fuzz.make_case(3, 17, files)
+    assert fuzz.make_case(3, 17, files)[0] != fuzz.make_case(3, 18, files)[0]
+
+
+def test_short_campaign_finds_nothing(seeds):
+    record = fuzz.run_campaign(100, seed=0, seeds=seeds, time_limit=1.0)
+    assert record["inputs_tried"] == 100
+    assert record["failures"] == [], json.dumps(record["failures"], indent=1)
+    # Both ends are exercised: inputs that still decode, inputs that are refused.
+    assert record["outcomes"].get("decoded", 0) > 5
+    assert record["outcomes"].get("rejected", 0) > 40
+    json.dumps(record)
+
+
+def test_harness_reports_unbounded_allocation_and_slowness(seeds):
+    huge = (8 << 30).to_bytes(8, "little")
+    record = fuzz.run_campaign(0, seeds=seeds, target="_allocate_unchecked", memory_mib=256,
+                               inputs=[(huge, "allocate 8 GiB"), ((1 << 20).to_bytes(8, "little"), "allocate 1 MiB")])
+    assert record["inputs_tried"] == 2
+    [failure] = record["failures"]
+    assert failure["mutation"] == "allocate 8 GiB" and failure["problem"] == "crash"
+    assert "MemoryError" in failure["error"]
+
+    record = fuzz.run_campaign(0, seeds=seeds, target="_sleep", time_limit=0.2, kill_after=3,
+                               inputs=[(b"\x01", "1 ms"), ((400).to_bytes(2, "little"), "400 ms"),
+                                       ((60000).to_bytes(2, "little"), "60 s")])
+    problems = {f["mutation"]: f["problem"] for f in record["failures"]}
+    assert problems == {"400 ms": "slow", "60 s": "timeout"}
