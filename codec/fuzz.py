@@ -57,13 +57,12 @@ PREFIX_BYTES = 10  # magic + version
 
 # What the checks cannot hold by construction, recorded with every campaign.
 KNOWN_LIMITS = (
-    "Decode time and memory grow with the coded symbol count a file declares, which the format bounds at 2**25 "
-    "(FORMAT.md section 7), not with the file's size: a near-constant tensor costs almost nothing to store, so "
-    "a ~14 KB file can ask the rANS decoder for 2**25 symbols (about 6 s and +400 MB on a 2-core CPU, in "
-    "bitstream/entropy.py decode_symbols, before any codec sees the shapes). Inputs whose mutation inflates a "
-    "dimension of an entropy-coded tensor within those bounds can exceed the time limit for that reason. "
+    "Decode time grows with the coded symbols a group declares; the format caps them at 128 per byte of the "
+    "group's rANS stream plus 65536 (FORMAT.md section 4), so a crafted file's decode time follows its size "
+    "(about 0.2 s per 10 KB of stream at worst on a 2-core CPU). "
     "NeRV and NeRV++ decode one frame per frame index, and nothing in the file but the header's num_frames "
-    "(at most 10**6) says how many: a header edit alone makes the decode that much longer."
+    "(at most 10**6) says how many: a header edit alone makes the decode that much longer, as a real "
+    "video of that many frames would."
 )
 
 # --------------------------------------------------------------------------- seeds

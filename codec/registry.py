@@ -23,6 +23,7 @@ def register_codec(name: str):
 def _load_builtin_codecs() -> None:
     # Imported for their registration side effect; kept lazy so `nnc --help` stays fast.
     from . import hnerv  # noqa: F401
+    from . import nerv  # noqa: F401  (registers nerv and nervpp)
 
 
 def available_codecs() -> list[str]:

@@ -1,0 +1,290 @@
+"""The NeRV and NeRV++ video codecs: fit, prune, fine-tune, quantize; and decode.
+
+Encoding follows NeRV's recipe: Adam (betas 0.5, 0.999), lr 5e-4, batch 1, Fusion6 loss
+(0.7 L1 + 0.3 (1 - SSIM)), 20% linear warm-up from 0.1 lr then cosine to 0; then global
+magnitude pruning (the smallest ``prune`` fraction of all Linear/conv weights but the
+head's) and fine-tuning with the masks held fixed; then 8-bit quantization.
+
+Bitstream: one group ``weights``.  An unpruned tensor is stored under its state-dict
+name, quantized with the shared axis rule.  A pruned weight is stored as two tensors:
+``NAME.mask`` (its shape, 0/1 symbols: minmax, 1 bit, offset 0, scale 1, entropy coded
+like everything else, so the mask is paid for) and ``NAME.values`` (the kept weights
+in C order, 1-D, per-tensor min-max), so pruning really shrinks the file.  The decoder
+rebuilds the dense weight: zeros where the mask is 0, the dequantized values elsewhere.
+
+Both models share this implementation; only the model module differs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis, quantize_lowest_cost_axis, quantize_per_tensor
+from ..errors import InvalidBitstreamError, NncError
+from ..models import nerv as nerv_model
+from ..models import nervpp as nervpp_model
+from .base import CompressedVideo, EncodeOptions, VideoCodec, resolve_device
+from .checkpoint import remove_checkpoint
+from .registry import register_codec
+from .training import TrainSettings, fit
+
+WEIGHTS_GROUP = "weights"
+MASK_SUFFIX = ".mask"
+VALUES_SUFFIX = ".values"
+
+# NeRV's published recipe (authors' README and paper).  ``finetune_epochs`` None means
+# 10% of ``epochs`` (at least 1) when pruning.
+DEFAULTS = dict(size=1.5e6, epochs=300, batch_size=1, lr=5e-4, loss="fusion6", weight_bits=8, quant_axis="cost",
+                prune=0.4, finetune_epochs=None)
+AXIS_RULES = {"cost": quantize_lowest_cost_axis, "error": quantize_best_axis}
+BETAS = (0.5, 0.999)
+WARMUP_FRACTION = 0.2
+WARMUP_START = 0.1  # NeRV's code warms up linearly from 0.1 lr
+
+
+class MaskedModel(nn.Module):
+    """The model plus its pruning masks as buffers, so a fine-tuning checkpoint holds both."""
+
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self.names = list(masks)
+        for index, name in enumerate(self.names):
+            self.register_buffer(f"mask_{index}", masks[name].to(torch.float32))
+
+    def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        params = dict(self.model.named_parameters())
+        return [(params[name], getattr(self, f"mask_{index}")) for index, name in enumerate(self.names)]
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        for param, mask in self.pairs():
+            param.mul_(mask)
+
+
+def magnitude_masks(model: nn.Module, names: list[str], fraction: float) -> dict[str, torch.Tensor]:
+    """Global unstructured L1 pruning (torch's ``global_unstructured``): remove exactly
+    round(fraction * N) of the N weights in ``names``, smallest magnitude first
+    (ties: the earlier in state-dict order)."""
+    params = dict(model.named_parameters())
+    flat = torch.cat([params[name].detach().abs().reshape(-1).cpu() for name in names])
+    remove = int(round(fraction * flat.numel()))
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if remove > 0:
+        keep[torch.sort(flat, stable=True).indices[:remove]] = False
+    masks, start = {}, 0
+    for name in names:
+        count = params[name].numel()
+        masks[name] = keep[start : start + count].reshape(params[name].shape).to(params[name].device)
+        start += count
+    return masks
+
+
+def quantize_weights(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], bits: int, rule: str
+                     ) -> list[QuantizedTensor]:
+    tensors = []
+    for name, value in state.items():
+        array = value.detach().cpu().float().numpy()
+        mask = masks.get(name)
+        kept = int(mask.sum()) if mask is not None else array.size
+        if mask is None or kept in (0, array.size):  # nothing (or everything) kept: dense is as cheap
+            tensors.append(AXIS_RULES[rule](array * (kept > 0), bits, name=name))
+            continue
+        keep = mask.cpu().numpy().astype(bool)
+        tensors.append(QuantizedTensor(name + MASK_SUFFIX, keep.astype(np.int32), "minmax", 1, None,
+                                       np.zeros(1, np.float32), np.ones(1, np.float32)))
+        tensors.append(quantize_per_tensor(array[keep], bits, name=name + VALUES_SUFFIX))
+    return tensors
+
+
+def dequantize_weights(tensors: list[QuantizedTensor], reference: dict[str, tuple[int, ...]], prunable: set[str],
+                       codec: str) -> dict[str, torch.Tensor]:
+    """Dense float32 weights from the group's tensors, every name and shape checked
+    against ``reference`` (the state-dict shapes the config implies) first."""
+    by_name = {}
+    for tensor in tensors:
+        if tensor.name in by_name:
+            raise InvalidBitstreamError(f"{codec} file has tensor {tensor.name!r} twice")
+        by_name[tensor.name] = tensor
+    expected = set()
+    for name, shape in reference.items():
+        if name in by_name:
+            expected.add(name)
+            if by_name[name].shape != shape:
+                raise InvalidBitstreamError(f"{codec} weight {name} has shape {by_name[name].shape}, expected {shape}")
+            continue
+        mask, values = by_name.get(name + MASK_SUFFIX), by_name.get(name + VALUES_SUFFIX)
+        if name not in prunable or mask is None or values is None:
+            raise InvalidBitstreamError(f"{codec} file lacks weight {name}")
+        expected.update((mask.name, values.name))
+        if (mask.shape != shape or mask.scheme != "minmax" or mask.bits != 1 or mask.axis is not None
+                or float(mask.offset[0]) != 0.0 or float(mask.scale[0]) != 1.0):
+            raise InvalidBitstreamError(f"{codec} pruning mask {mask.name} is malformed")
+        if values.shape != (int(np.count_nonzero(mask.symbols)),):
+            raise InvalidBitstreamError(f"{codec} kept values {values.name} do not match the mask")
+    if set(by_name) != expected:
+        raise InvalidBitstreamError(f"{codec} file has unexpected tensors {sorted(set(by_name) - expected)[:5]}")
+
+    state = {}
+    for name, shape in reference.items():
+        if name in by_name:
+            dense = by_name[name].dequantize()
+        else:
+            dense = np.zeros(shape, dtype=np.float32)
+            dense[np.asarray(by_name[name + MASK_SUFFIX].symbols) != 0] = by_name[name + VALUES_SUFFIX].dequantize()
+        state[name] = torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
+    return state
+
+
+class _NeRVFamilyCodec(VideoCodec):
+    """Shared by ``nerv`` and ``nervpp``; subclasses name the model module."""
+
+    model_module = nerv_model
+    config_class = nerv_model.NeRVConfig
+    model_class = nerv_model.NeRV
+    label = "NeRV"
+
+    def resolve_settings(self, options: EncodeOptions) -> dict:
+        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
+        if not 2 <= settings["weight_bits"] <= 16:
+            raise NncError("--weight-bits must be between 2 and 16")
+        if settings["quant_axis"] not in AXIS_RULES:
+            raise NncError(f"--quant-axis must be one of {', '.join(AXIS_RULES)}")
+        if not 0.0 <= float(settings["prune"]) < 1.0:
+            raise NncError("--prune must be a fraction in [0, 1) (0 disables pruning)")
+        if settings["finetune_epochs"] is None:
+            settings["finetune_epochs"] = max(1, round(0.1 * int(settings["epochs"]))) if settings["prune"] > 0 else 0
+        if int(settings["finetune_epochs"]) < 0:
+            raise NncError("--finetune-epochs must be at least 0")
+        return settings
+
+    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+        settings = self.resolve_settings(options)
+        device = resolve_device(options.device)
+        num_frames, height, width = video.frames.shape[:3]
+        try:
+            config = self.model_module.solve_config(height, width, num_frames, float(settings["size"]))
+        except ValueError as error:
+            raise NncError(str(error)) from None
+        torch.manual_seed(options.seed)
+        model = self.model_class(config).to(device)
+        if device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        times = model.encode_time(torch.arange(num_frames, dtype=torch.float64) / num_frames).to(device)
+
+        def reconstruct(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return model(times[indices.to(times.device)])[..., :height, :width]
+
+        def train_settings(epochs: int, phase: str) -> TrainSettings:
+            return TrainSettings(
+                epochs=epochs, batch_size=int(settings["batch_size"]), lr=float(settings["lr"]), loss=settings["loss"],
+                betas=BETAS, warmup_fraction=WARMUP_FRACTION, warmup_start=WARMUP_START, seed=options.seed,
+                show_progress=options.show_progress, description=f"{self.name} {phase} {width}x{height}x{num_frames}",
+            )
+
+        fingerprint_settings = dict(settings, codec=self.name, config=config.to_dict())
+        prune = float(settings["prune"])
+        finetune_epochs = int(settings["finetune_epochs"]) if prune > 0 else 0
+        # Fine-tuning checkpoints go to their own file; finding one on --resume means
+        # the first phase had finished.
+        finetune_policy = None
+        if finetune_epochs > 0:
+            finetune_options = options if options.checkpoint_path is None else replace(
+                options, checkpoint_path=str(options.checkpoint_path) + ".finetune")
+            finetune_policy = finetune_options.checkpoint_policy(video.frames,
+                                                                 dict(fingerprint_settings, phase="finetune"))
+        resume_finetune = finetune_policy is not None and options.resume and finetune_policy.path.exists()
+        if finetune_policy is not None and not resume_finetune:
+            finetune_policy.resume = False
+
+        model.train()
+        stats = {}
+        if not resume_finetune:
+            policy = options.checkpoint_policy(video.frames, fingerprint_settings)
+            stats = fit(reconstruct, model, video.frames, video.max_value,
+                        train_settings(int(settings["epochs"]), "fit"), device, policy)
+
+        masks: dict[str, torch.Tensor] = {}
+        if prune > 0:
+            prunable = nerv_model.prunable_names(model)
+            masks = magnitude_masks(model, prunable, prune)
+            masked = MaskedModel(model, masks).to(device)
+            masked.apply_masks()
+            if finetune_epochs > 0:
+                finetune_stats = fit(reconstruct, masked, video.frames, video.max_value,
+                                     train_settings(finetune_epochs, "finetune"), device, finetune_policy,
+                                     after_step=masked.apply_masks)
+                masks = {name: mask.bool() for name, (_, mask) in zip(masked.names, masked.pairs())}
+                stats.update({f"finetune_{k}": v for k, v in finetune_stats.items()})
+                if resume_finetune:
+                    stats.update(train_seconds=finetune_stats["train_seconds"])
+            remove_checkpoint(finetune_policy)
+
+        started = time.perf_counter()
+        model.eval()
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        tensors = quantize_weights(state, masks, int(settings["weight_bits"]), settings["quant_axis"])
+        total = sum(v.numel() for v in state.values())
+        kept = total - sum(int((~m).sum()) for m in masks.values())
+        stats.update(
+            quantize_seconds=time.perf_counter() - started, decoder_parameters=total, model_size=total,
+            kept_parameters=kept, pruned_fraction=(total - kept) / total,
+        )
+        return CompressedVideo(model_header={"config": config.to_dict()}, groups=[TensorGroup(WEIGHTS_GROUP, tensors)],
+                               settings=settings, stats=stats)
+
+    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4
+                   ) -> Iterator[torch.Tensor]:
+        try:
+            config = self.config_class.from_dict(model_header.get("config"))
+        except (TypeError, ValueError) as error:
+            raise InvalidBitstreamError(f"bad {self.label} config: {error}") from None
+        # The fc grid must be exactly the one that covers the frame: this ties the
+        # network's output size (and so its compute) to the bounded media size.
+        stride = config.total_stride
+        if (config.fc_height, config.fc_width) != (-(-height // stride), -(-width // stride)):
+            raise InvalidBitstreamError(f"{self.label} config output size does not match the video size")
+        if [group.name for group in groups] != [WEIGHTS_GROUP]:
+            raise InvalidBitstreamError(f"{self.label} file has tensor groups {[g.name for g in groups]}")
+        # Names and shapes from a network built on the meta device (no memory), so every
+        # tensor is checked against the config before anything real is allocated.
+        with torch.device("meta"):
+            skeleton = self.model_class(config)
+        reference = {name: tuple(value.shape) for name, value in skeleton.state_dict().items()}
+        prunable = set(nerv_model.prunable_names(skeleton))
+        state = dequantize_weights(groups[0].tensors, reference, prunable, self.label)
+
+        device = resolve_device(device)
+        model = self.model_class(config)
+        model.load_state_dict(state)
+        model.to(device).eval()
+        encoded_time = model.encode_time(torch.arange(num_frames, dtype=torch.float64) / num_frames)
+        with torch.no_grad():
+            for start in range(0, num_frames, batch_size):
+                # One frame per forward pass: matrix products take other code paths for
+                # other batch sizes, and the decoded pixels must not depend on --batch-size.
+                stop = min(start + batch_size, num_frames)
+                frames = [model(encoded_time[i : i + 1].to(device)) for i in range(start, stop)]
+                yield torch.cat(frames)[..., :height, :width].cpu()
+
+
+@register_codec("nerv")
+class NeRVCodec(_NeRVFamilyCodec):
+    model_module = nerv_model
+    config_class = nerv_model.NeRVConfig
+    model_class = nerv_model.NeRV
+    label = "NeRV"
+
+
+@register_codec("nervpp")
+class NeRVPPCodec(_NeRVFamilyCodec):
+    model_module = nervpp_model
+    config_class = nervpp_model.NeRVPPConfig
+    model_class = nervpp_model.NeRVPP
+    label = "NeRV++"
