@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .config import ModelConfig, check_int
 
 # Bounds for configurations read from untrusted headers: generous for real use, small
 # enough that a crafted header cannot ask for an absurd network.
@@ -30,7 +32,7 @@ MAX_FRAME_SIDE = 16384
 
 
 @dataclass
-class HNeRVConfig:
+class HNeRVConfig(ModelConfig):
     """Everything needed to rebuild the decoder (and the encoder used to fit it)."""
 
     strides: list[int] = field(default_factory=lambda: [5, 4, 4, 2, 2])
@@ -71,40 +73,20 @@ class HNeRVConfig:
     def stage_kernels(self) -> list[int]:
         return [min(self.kernel_first + 2 * i, self.kernel_max) for i in range(len(self.strides))]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "HNeRVConfig":
-        """Parse and bound-check a config read from a bitstream header (untrusted)."""
-        if not isinstance(data, dict):
-            raise ValueError("model config is not an object")
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}")
-        config = cls(**data)
-        config.validate()
-        return config
-
     def validate(self) -> None:
-        def integer(name, value, low, high):
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"model config {name}={value!r} outside [{low}, {high}]")
-
         if not isinstance(self.strides, list) or not 1 <= len(self.strides) <= MAX_STAGES:
             raise ValueError(f"model config strides={self.strides!r} invalid")
         for stride in self.strides:
-            integer("stride", stride, 1, MAX_STRIDE)
-        integer("fc_dim", self.fc_dim, 1, MAX_WIDTH)
-        integer("embed_channels", self.embed_channels, 1, MAX_EMBED_CHANNELS)
-        integer("embed_height", self.embed_height, 1, MAX_FRAME_SIDE)
-        integer("embed_width", self.embed_width, 1, MAX_FRAME_SIDE)
-        integer("encoder_width", self.encoder_width, 1, MAX_WIDTH)
-        integer("kernel_first", self.kernel_first, 1, MAX_KERNEL)
-        integer("kernel_max", self.kernel_max, 1, MAX_KERNEL)
-        integer("lower_width", self.lower_width, 1, MAX_WIDTH)
-        integer("encoder_blocks", self.encoder_blocks, 0, 8)
+            check_int("stride", stride, 1, MAX_STRIDE)
+        check_int("fc_dim", self.fc_dim, 1, MAX_WIDTH)
+        check_int("embed_channels", self.embed_channels, 1, MAX_EMBED_CHANNELS)
+        check_int("embed_height", self.embed_height, 1, MAX_FRAME_SIDE)
+        check_int("embed_width", self.embed_width, 1, MAX_FRAME_SIDE)
+        check_int("encoder_width", self.encoder_width, 1, MAX_WIDTH)
+        check_int("kernel_first", self.kernel_first, 1, MAX_KERNEL)
+        check_int("kernel_max", self.kernel_max, 1, MAX_KERNEL)
+        check_int("lower_width", self.lower_width, 1, MAX_WIDTH)
+        check_int("encoder_blocks", self.encoder_blocks, 0, 8)
         if self.kernel_first % 2 == 0 or self.kernel_max % 2 == 0:
             raise ValueError("model config kernels must be odd")
         if not isinstance(self.reduce, (int, float)) or not 0.5 <= float(self.reduce) <= 4.0:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .config import ModelConfig, check_int
 
 # Bounds for configurations read from untrusted headers.
 MAX_STAGES = 8
@@ -40,7 +42,7 @@ PAPER_GRID_SHORT = 9
 
 
 @dataclass
-class NeRVConfig:
+class NeRVConfig(ModelConfig):
     """Everything needed to rebuild the network."""
 
     strides: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2])
@@ -88,26 +90,7 @@ class NeRVConfig:
     def parameter_count(self) -> int:
         return parameter_count(self)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        """Parse and bound-check a config read from a bitstream header (untrusted)."""
-        if not isinstance(data, dict):
-            raise ValueError("model config is not an object")
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}")
-        config = cls(**data)
-        config.validate()
-        return config
-
     def validate(self) -> None:
-        def integer(name, value, low, high):
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise ValueError(f"model config {name}={value!r} outside [{low}, {high}]")
-
         def number(name, value, low, high):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
                 raise ValueError(f"model config {name}={value!r} outside [{low}, {high}]")
@@ -115,14 +98,14 @@ class NeRVConfig:
         if not isinstance(self.strides, list) or not 1 <= len(self.strides) <= MAX_STAGES:
             raise ValueError(f"model config strides={self.strides!r} invalid")
         for stride in self.strides:
-            integer("stride", stride, 1, MAX_STRIDE)
-        integer("fc_height", self.fc_height, 1, MAX_FRAME_SIDE)
-        integer("fc_width", self.fc_width, 1, MAX_FRAME_SIDE)
-        integer("fc_dim", self.fc_dim, 1, MAX_WIDTH)
-        integer("stem_dim", self.stem_dim, 1, MAX_STEM_DIM)
-        integer("reduction", self.reduction, 1, 8)
-        integer("lower_width", self.lower_width, 1, MAX_WIDTH)
-        integer("pe_levels", self.pe_levels, 1, MAX_PE_LEVELS)
+            check_int("stride", stride, 1, MAX_STRIDE)
+        check_int("fc_height", self.fc_height, 1, MAX_FRAME_SIDE)
+        check_int("fc_width", self.fc_width, 1, MAX_FRAME_SIDE)
+        check_int("fc_dim", self.fc_dim, 1, MAX_WIDTH)
+        check_int("stem_dim", self.stem_dim, 1, MAX_STEM_DIM)
+        check_int("reduction", self.reduction, 1, 8)
+        check_int("lower_width", self.lower_width, 1, MAX_WIDTH)
+        check_int("pe_levels", self.pe_levels, 1, MAX_PE_LEVELS)
         number("expansion", self.expansion, 0.01, 64.0)
         number("pe_base", self.pe_base, 1.0, 4.0)
         if self.activation not in ACTIVATIONS:
@@ -174,16 +157,25 @@ class NeRV(nn.Module):
     def __init__(self, config: NeRVConfig):
         super().__init__()
         self.config = config
-        self.stem = nn.Sequential(
-            nn.Linear(config.embed_length, config.stem_dim), activation(config.activation),
-            nn.Linear(config.stem_dim, config.stem_outputs), activation(config.activation),
-        )
+        self.stem = self.make_stem(config)
         stages, width = [], config.fc_dim
         for stride, new_width in zip(config.strides, config.stage_widths()):
-            stages.append(NeRVBlock(width, new_width, stride, config.activation))
+            stages.append(self.make_stage(config, width, new_width, stride))
             width = new_width
         self.stages = nn.Sequential(*stages)
         self.head = nn.Conv2d(width, 3, 1)
+
+    # Variants (NeRV++) change the stem and the stages; the rest is shared.
+    @staticmethod
+    def make_stem(config: NeRVConfig) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(config.embed_length, config.stem_dim), activation(config.activation),
+            nn.Linear(config.stem_dim, config.stem_outputs), activation(config.activation),
+        )
+
+    @staticmethod
+    def make_stage(config: NeRVConfig, width: int, new_width: int, stride: int) -> nn.Module:
+        return NeRVBlock(width, new_width, stride, config.activation)
 
     def encode_time(self, t: torch.Tensor) -> torch.Tensor:
         return positional_encoding(t, self.config.pe_base, self.config.pe_levels)

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nerv import NeRVBlock, NeRVConfig, activation, choose_grid, positional_encoding, solve_for_size
+from .nerv import NeRV, NeRVBlock, NeRVConfig, choose_grid, solve_for_size
 
 PAPER_LOWER_WIDTH = 80
 GATE_EXPANSION = 8 / 3  # hidden width of the gated block: int(8/3 * C) (authors' code)
@@ -100,27 +100,19 @@ class GatedStem(nn.Module):
         return self.fc2(x * F.gelu(z, approximate="tanh"))
 
 
-class NeRVPP(nn.Module):
-    """Positional encoding (B, 2L) -> frames (B, 3, fc_h * S, fc_w * S) in [0, 1]."""
+class NeRVPP(NeRV):
+    """Positional encoding (B, 2L) -> frames (B, 3, fc_h * S, fc_w * S) in [0, 1].
 
-    def __init__(self, config: NeRVPPConfig):
-        super().__init__()
-        self.config = config
-        self.stem = GatedStem(config.embed_length, config.stem_dim, config.stem_outputs)
-        stages, width = [], config.fc_dim
-        for stride, new_width in zip(config.strides, config.stage_widths()):
-            stages.append(NeRVPPBlock(width, new_width, stride, config.gate_hidden(new_width), config.activation))
-            width = new_width
-        self.stages = nn.Sequential(*stages)
-        self.head = nn.Conv2d(width, 3, 1)
+    NeRV's layout with NeRV++'s gated stem and its residual/separable stages.
+    """
 
-    def encode_time(self, t: torch.Tensor) -> torch.Tensor:
-        return positional_encoding(t, self.config.pe_base, self.config.pe_levels)
+    @staticmethod
+    def make_stem(config: NeRVPPConfig) -> nn.Module:
+        return GatedStem(config.embed_length, config.stem_dim, config.stem_outputs)
 
-    def forward(self, encoded_time: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        x = self.stem(encoded_time).view(-1, c.fc_dim, c.fc_height, c.fc_width)
-        return (torch.tanh(self.head(self.stages(x))) + 1) * 0.5
+    @staticmethod
+    def make_stage(config: NeRVPPConfig, width: int, new_width: int, stride: int) -> nn.Module:
+        return NeRVPPBlock(width, new_width, stride, config.gate_hidden(new_width), config.activation)
 
 
 def parameter_count(config: NeRVPPConfig) -> int:
