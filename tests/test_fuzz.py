@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nnc.codec import fuzz
+from nnc.errors import NncError
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +52,27 @@ def test_harness_reports_unbounded_allocation_and_slowness(seeds):
                                        ((60000).to_bytes(2, "little"), "60 s")])
     problems = {f["mutation"]: f["problem"] for f in record["failures"]}
     assert problems == {"400 ms": "slow", "60 s": "timeout"}
+
+
+@settings(max_examples=60, deadline=1000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+          derandomize=True)
+@given(data=st.data())
+def test_hypothesis_driven_mutations_only_raise_nnc_errors(seeds, data):
+    """Hypothesis picks the seed file and a chain of the harness's mutations (so a
+    failure shrinks to the shortest chain); decoding, in process, must end in frames
+    or an NncError within the 1 s deadline."""
+    files = [s["bytes"] for s in seeds]
+    blob = files[data.draw(st.integers(0, len(files) - 1), label="seed file")]
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        name = data.draw(st.sampled_from(sorted(fuzz.MUTATIONS)), label="mutation")
+        rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="rng"))
+        try:
+            blob, _ = fuzz.MUTATIONS[name][0](rng, blob, files)
+        except fuzz.Skip:
+            continue
+        except Exception:  # a structural mutation on an already broken file: not a decoder finding
+            continue
+    try:
+        fuzz.decode_all(blob)
+    except NncError:
+        pass
