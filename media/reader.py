@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from contextlib import contextmanager
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
@@ -299,18 +300,27 @@ def _finish(source: _Source, info: VideoInfo, num_frames: int) -> VideoInfo:
         raise MediaError(f"{source.path}: {error}") from None
 
 
-def read_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None = None, fps: Fraction | None = None,
-               color_matrix: str | None = None, color_range: str | None = None,
-               max_frames: int | None = None) -> Video:
-    """Decode a whole video into RGB frames, converted as ``ffmpeg -i path f%05d.png`` would."""
-    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+@contextmanager
+def _opened(path, request: _Request):
+    """The open source, its (limited) frame iterator, its first frame and the clip's info;
+    the source is closed on leaving."""
     source = _open_source(path, request)
     try:
         frames = _limited(source.frames(), request.max_frames)
         first = next(frames, None)
         if first is None:
             raise MediaError(f"{source.path} has no frames")
-        info = _first_frame_info(source, first, request)
+        yield source, frames, first, _first_frame_info(source, first, request)
+    finally:
+        source.close()
+
+
+def read_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None = None, fps: Fraction | None = None,
+               color_matrix: str | None = None, color_range: str | None = None,
+               max_frames: int | None = None) -> Video:
+    """Decode a whole video into RGB frames, converted as ``ffmpeg -i path f%05d.png`` would."""
+    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+    with _opened(path, request) as (source, frames, first, info):
         capacity = source.exact_count or source.count_hint or 64
         if request.max_frames is not None:
             capacity = min(capacity, request.max_frames)
@@ -332,8 +342,6 @@ def read_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None
                 f"{source.path}: not enough memory for its frames at {info.width}x{info.height}; "
                 "read fewer with --frames"
             ) from None
-    finally:
-        source.close()
     if count < len(buffer):
         buffer.resize((count, *buffer.shape[1:]), refcheck=False)
     return Video(frames=buffer, info=_finish(source, info, count))
@@ -348,13 +356,7 @@ def probe_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | Non
     other containers are decoded to count their frames, but not converted to RGB.
     """
     request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
-    source = _open_source(path, request)
-    try:
-        frames = _limited(source.frames(), request.max_frames)
-        first = next(frames, None)
-        if first is None:
-            raise MediaError(f"{source.path} has no frames")
-        info = _first_frame_info(source, first, request)
+    with _opened(path, request) as (source, frames, first, info):
         if source.exact_count is not None:
             count = source.exact_count
             if request.max_frames is not None:
@@ -364,6 +366,4 @@ def probe_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | Non
             for frame in frames:
                 _check_frame(source, frame, info, count)
                 count += 1
-    finally:
-        source.close()
     return _finish(source, info, count)
