@@ -22,7 +22,7 @@ from ..errors import InvalidBitstreamError, MediaError
 from ..eval.metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import EncodeOptions, float_to_frames
-from .checkpoint import checkpoint_path_for
+from .checkpoint import checkpoint_path_for, remove_checkpoint_files
 from .registry import get_codec
 
 
@@ -115,7 +115,7 @@ def encode_video(video: Video, output: str | Path, model: str = "hnerv", options
     header["encoder"] = {"nnc": __version__, "psnr_rgb": round(psnr, 4), "settings": compressed.settings}
     file_bytes = write_bitstream_file(output, bitstream)
     if options.checkpoint_path is not None:  # the encode is complete: the checkpoint has served
-        Path(options.checkpoint_path).unlink(missing_ok=True)
+        remove_checkpoint_files(options.checkpoint_path)
     elapsed = time.perf_counter() - started
     stats = dict(compressed.stats, verify_decode_seconds=decode_seconds)
     return EncodeReport(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,15 +47,20 @@ def fingerprint(frames: np.ndarray, settings: dict) -> str:
     return digest.hexdigest()
 
 
+def _temp_path(path: Path) -> Path:
+    # One fixed name per checkpoint: a save cut short by SIGKILL leaves at most this file,
+    # which the next save overwrites and a successful encode removes.
+    return path.with_name(path.name + ".tmp")
+
+
 def save_checkpoint(policy: CheckpointPolicy, state: dict) -> None:
     policy.path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=policy.path.name + ".", suffix=".tmp", dir=policy.path.parent)
-    os.close(handle)
+    temp = _temp_path(policy.path)
     try:
         torch.save({"version": CHECKPOINT_VERSION, "fingerprint": policy.fingerprint, **state}, temp)
         os.replace(temp, policy.path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
@@ -80,6 +84,13 @@ def load_checkpoint(policy: CheckpointPolicy) -> dict | None:
     return state
 
 
+def remove_checkpoint_files(path: str | Path) -> None:
+    """Remove a checkpoint and any temporary file a killed save left beside it."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    _temp_path(path).unlink(missing_ok=True)
+
+
 def remove_checkpoint(policy: CheckpointPolicy | None) -> None:
     if policy is not None:
-        policy.path.unlink(missing_ok=True)
+        remove_checkpoint_files(policy.path)
