@@ -41,6 +41,23 @@ def parse_sizes(values: tuple[str, ...]) -> tuple[tuple[int, int] | None, float 
     return frame_size, model_size
 
 
+def parse_frame_range(value: str | None) -> tuple[int, int | None] | None:
+    """``--frames 10:20`` -> (10, 20); ``10:`` -> (10, None); ``:20`` -> (0, 20); ``7`` -> (7, 8)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if match := re.fullmatch(r"(\d*):(\d*)", text):
+        start = int(match[1]) if match[1] else 0
+        stop = int(match[2]) if match[2] else None
+    elif text.isdigit():
+        start, stop = int(text), int(text) + 1
+    else:
+        raise NncError(f"--frames {value!r}: expected START:STOP, e.g. 10:20")
+    if stop is not None and stop <= start:
+        raise NncError(f"--frames {value!r}: STOP must be greater than START")
+    return start, stop
+
+
 def parse_fps(value: str | None) -> Fraction | None:
     if value is None:
         return None
@@ -138,7 +155,7 @@ def main():
 
 
 @main.command()
-@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .nnc file to write.")
 @click.option("--model", default="hnerv", show_default=True, help="Registered codec name: hnerv, nerv or nervpp (NeRV++).")
 @click.option("--size", "sizes", multiple=True,
@@ -157,6 +174,12 @@ def main():
                    "(default 0.4 as in NeRV; 0 disables). Masks are stored in the file and counted. HNeRV ignores it.")
 @click.option("--finetune-epochs", type=click.IntRange(min=0),
               help="NeRV/NeRV++: fine-tuning epochs after pruning, masks fixed (default 10% of --epochs).")
+@click.option("--lambda", "rate_lambda", type=click.FloatRange(min=0),
+              help="NIRVANA: weight of the estimated bits in the training loss (the rate-distortion knob).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="NIRVANA: processes fitting independent chains of frame groups in parallel.")
+@click.option("--quality", type=click.IntRange(min=1),
+              help="Image codecs (CLC): quality index of the shipped rate points, 1 (smallest) to 6.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted encode from OUT.nnc.ckpt.")
@@ -165,21 +188,49 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @media_options
 @reports_errors
-def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, prune,
-           finetune_epochs, seed, device, resume,
+def encode(inputs, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, prune,
+           finetune_epochs, rate_lambda, workers, quality, seed, device, resume,
            checkpoint_interval, quiet,
            pix_fmt, fps, color_matrix, color_range, max_frames):
-    """Fit a neural representation to INPUT and write it as a .nnc file."""
+    """Fit a neural representation to INPUTS and write it as a .nnc file.
+
+    Video codecs take one video; ``--model pfnr`` takes several (one session each);
+    image codecs (``--model clc``) take one image.
+    """
     from ..codec.api import check_output_path, encode_video
     from ..codec.base import EncodeOptions
     from ..codec.registry import get_codec
     from ..media import describe_colour
 
-    get_codec(model)  # fail on a typo, or an output that cannot be written, before reading a long video
+    codec_class = get_codec(model)  # fail on a typo, or an output that cannot be written, before reading
+    kind = getattr(codec_class, "kind", "video")  # "video", "video-set" (PFNR) or "image" (CLC)
     check_output_path(output)
+    if kind != "video-set" and len(inputs) != 1:
+        raise NncError(f"--model {model} encodes one input; got {len(inputs)} (several videos need --model pfnr)")
     # `kill` (SIGTERM) gets the same treatment as Ctrl-C: save a checkpoint, then exit.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     frame_size, model_size = parse_sizes(sizes)
+    options = EncodeOptions(
+        size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
+        weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, prune=prune,
+        finetune_epochs=finetune_epochs, show_progress=not quiet,
+        checkpoint_interval=checkpoint_interval, resume=resume,
+        rate_lambda=rate_lambda, workers=workers, quality=quality,
+    )
+    if kind == "image":
+        from .image import encode_image_command
+
+        encode_image_command(inputs[0], output, model, options, quiet=quiet)
+        return
+    if kind == "video-set":
+        from .video_set import encode_video_set_command
+
+        encode_video_set_command(
+            inputs, output, model, options, quiet=quiet,
+            read=lambda path: read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
+        )
+        return
+    input = inputs[0]
     video = read_input(input, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames)
     info = video.info
     if not quiet:
@@ -188,12 +239,6 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
             f"{info.pix_fmt}, colour {describe_colour(info, overridden=bool(color_matrix or color_range))}",
             err=True,
         )
-    options = EncodeOptions(
-        size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
-        weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, prune=prune,
-        finetune_epochs=finetune_epochs, show_progress=not quiet,
-        checkpoint_interval=checkpoint_interval, resume=resume,
-    )
     report = encode_video(video, output, model, options)
     click.echo(
         f"wrote {report.path}: {report.file_bytes} bytes, {report.bpp:.4f} bpp, "
@@ -211,12 +256,17 @@ def encode(input, output, model, sizes, epochs, batch_size, lr, loss, weight_bit
 @click.option("--crf", type=click.IntRange(0, 51), help="x264 CRF for .mp4 output (default 18).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--frames", "frame_range", metavar="START:STOP",
+              help="Decode only frames START (inclusive) to STOP (exclusive), counted from 0.")
+@click.option("--video", "video_index", type=click.IntRange(min=0),
+              help="Multi-video (PFNR) files: which video to decode, counted from 0.")
 @reports_errors
-def decode(input, output, format_, crf, device, batch_size):
-    """Decode a .nnc file into a video."""
+def decode(input, output, format_, crf, device, batch_size, frame_range, video_index):
+    """Decode a .nnc file into a video (or, for image codecs, an image)."""
     from ..codec.api import decode_file
 
-    info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size)
+    info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size,
+                                frame_range=parse_frame_range(frame_range), video_index=video_index)
     click.echo(
         f"wrote {output}: {info.width}x{info.height}, {info.num_frames} frames, {info.pix_fmt}, "
         f"{seconds:.1f} s ({info.num_frames / max(seconds, 1e-9):.1f} frames/s)"

@@ -18,7 +18,7 @@ import torch
 
 from .. import __version__
 from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, read_bitstream_file, write_bitstream_file
-from ..errors import InvalidBitstreamError, MediaError
+from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..eval.metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import EncodeOptions, float_to_frames
@@ -43,22 +43,36 @@ def bits_per_pixel(file_bytes: int, info: VideoInfo) -> float:
     return file_bytes * 8.0 / (info.width * info.height * info.num_frames)
 
 
-def decode_frames(bitstream: Bitstream, *, device: str = "cpu", batch_size: int = 4):
-    """Yield (N, H, W, 3) integer RGB batches for a parsed bitstream."""
+def resolve_frame_range(frame_range: tuple[int, int | None] | None, num_frames: int) -> range:
+    """The frames to decode: all of them, or START:STOP clipped to the video (STOP None: to the end)."""
+    if frame_range is None:
+        return range(num_frames)
+    start, stop = frame_range
+    stop = num_frames if stop is None else min(stop, num_frames)
+    if start < 0 or start >= num_frames:
+        raise NncError(f"--frames starts at {start}, but the video has {num_frames} frames (0..{num_frames - 1})")
+    return range(start, stop)
+
+
+def decode_frames(bitstream: Bitstream, *, device: str = "cpu", batch_size: int = 4, frames: range | None = None):
+    """Yield (N, H, W, 3) integer RGB batches for a parsed bitstream (all frames, or ``frames``)."""
     info = media_info(bitstream)
     codec = get_codec(bitstream.codec, from_file=True)()
     max_value = 255 if info.bit_depth == 8 else 65535
     model_header = bitstream.header.get("model")
     if not isinstance(model_header, dict):
         raise InvalidBitstreamError("header has no model section")
+    wanted = range(info.num_frames) if frames is None else frames
     produced = 0
+    extra = {} if frames is None else {"frames": wanted}
     for batch in codec.decompress(
-        model_header, bitstream.groups, info.num_frames, info.height, info.width, device=device, batch_size=batch_size
+        model_header, bitstream.groups, info.num_frames, info.height, info.width, device=device,
+        batch_size=batch_size, **extra,
     ):
         produced += batch.shape[0]
         yield float_to_frames(batch, max_value)
-    if produced != info.num_frames:
-        raise InvalidBitstreamError(f"decoded {produced} frames, header says {info.num_frames}")
+    if produced != len(wanted):
+        raise InvalidBitstreamError(f"decoded {produced} frames, expected {len(wanted)}")
 
 
 def media_info(bitstream: Bitstream) -> VideoInfo:
@@ -125,14 +139,35 @@ def encode_video(video: Video, output: str | Path, model: str = "hnerv", options
 
 
 def decode_file(source: str | Path, output: str | Path, *, format: str | None = None, crf: int | None = None,
-                device: str = "cpu", batch_size: int = 4) -> tuple[VideoInfo, float]:
-    """Decode ``source`` into a video file; returns its media info and the decode time."""
+                device: str = "cpu", batch_size: int = 4, frame_range: tuple[int, int | None] | None = None,
+                video_index: int | None = None) -> tuple[VideoInfo, float]:
+    """Decode ``source`` into a video (or image) file; returns the written media's info and the decode time."""
     started = time.perf_counter()
     bitstream = read_bitstream_file(source)
+    kind = getattr(get_codec(bitstream.codec, from_file=True), "kind", "video")
+    if kind == "image":
+        if frame_range is not None or video_index is not None:
+            raise NncError(f"{source} holds an image: --frames and --video do not apply")
+        from .image_api import decode_image_file
+
+        info = decode_image_file(bitstream, output, format=format, device=device)
+        return info, time.perf_counter() - started
+    if kind == "video-set":
+        from .video_set_api import decode_video_set_member
+
+        info = decode_video_set_member(bitstream, output, video_index=video_index, frame_range=frame_range,
+                                       format=format, crf=crf, device=device, batch_size=batch_size)
+        return info, time.perf_counter() - started
+    if video_index is not None:
+        raise NncError(f"{source} holds one video ({bitstream.codec}); --video applies to multi-video (pfnr) files")
     info = media_info(bitstream)
+    frames = resolve_frame_range(frame_range, info.num_frames)
+    if frame_range is not None:
+        info = replace(info, num_frames=len(frames))
     with VideoWriter(output, info, format=format, crf=crf) as writer:
-        for frames in decode_frames(bitstream, device=device, batch_size=batch_size):
-            writer.write(frames)
+        for batch in decode_frames(bitstream, device=device, batch_size=batch_size,
+                                   frames=None if frame_range is None else frames):
+            writer.write(batch)
     return info, time.perf_counter() - started
 
 

@@ -41,6 +41,9 @@ class EncodeOptions:
     checkpoint_path: str | None = None  # where training state is saved; None: no checkpoints
     checkpoint_interval: float = 300.0  # seconds between checkpoints
     resume: bool = False  # continue from checkpoint_path
+    rate_lambda: float | None = None  # rate-distortion trade-off of codecs trained with a rate term (NIRVANA)
+    workers: int | None = None  # processes fitting independent parts in parallel (NIRVANA group chains)
+    quality: int | None = None  # quality index of codecs with shipped rate points (CLC: 1..6)
 
     def checkpoint_policy(self, frames, settings: dict):
         """The checkpoint policy for a training run on ``frames`` with ``settings``."""
@@ -74,9 +77,13 @@ class VideoCodec:
 
     def decompress(
         self, model_header: dict, groups: list[TensorGroup], num_frames: int, height: int, width: int,
-        *, device: str = "cpu", batch_size: int = 4,
+        *, device: str = "cpu", batch_size: int = 4, frames: range | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield batches of decoded frames, float RGB (N, 3, height, width) in [0, 1]."""
+        """Yield batches of decoded frames, float RGB (N, 3, height, width) in [0, 1].
+
+        ``frames`` (a step-1 range inside 0..num_frames) asks for those frames only; a
+        codec decodes them without computing the others where its structure allows.
+        """
         raise NotImplementedError
 
 

@@ -113,7 +113,8 @@ class HNeRVCodec(VideoCodec):
         stats["model_size"] = stats["decoder_parameters"] + stats["embedding_elements"]
         return CompressedVideo(model_header={"config": config.to_dict()}, groups=groups, settings=settings, stats=stats)
 
-    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4) -> Iterator[torch.Tensor]:
+    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
+                   frames: range | None = None) -> Iterator[torch.Tensor]:
         try:
             config = HNeRVConfig.from_dict(model_header.get("config"))
         except (TypeError, ValueError) as error:
@@ -151,7 +152,9 @@ class HNeRVCodec(VideoCodec):
         decoder.load_state_dict(state)
         decoder.to(device).eval()
         embedding = torch.from_numpy(np.ascontiguousarray(embed[EMBEDDINGS_TENSOR].dequantize(), dtype=np.float32))
+        frames = range(num_frames) if frames is None else frames
         with torch.no_grad():
-            for start in range(0, num_frames, batch_size):
-                output = decoder(embedding[start : start + batch_size].to(device))
+            for start in range(frames.start, frames.stop, batch_size):
+                stop = min(start + batch_size, frames.stop)
+                output = decoder(embedding[start:stop].to(device))
                 yield output[..., :height, :width].cpu()

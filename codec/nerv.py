@@ -239,8 +239,8 @@ class _NeRVFamilyCodec(VideoCodec):
         return CompressedVideo(model_header={"config": config.to_dict()}, groups=[TensorGroup(WEIGHTS_GROUP, tensors)],
                                settings=settings, stats=stats)
 
-    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4
-                   ) -> Iterator[torch.Tensor]:
+    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
+                   frames: range | None = None) -> Iterator[torch.Tensor]:
         try:
             config = self.config_class.from_dict(model_header.get("config"))
         except (TypeError, ValueError) as error:
@@ -265,11 +265,12 @@ class _NeRVFamilyCodec(VideoCodec):
         model.load_state_dict(state)
         model.to(device).eval()
         encoded_time = model.encode_time(torch.arange(num_frames, dtype=torch.float64) / num_frames)
+        frames = range(num_frames) if frames is None else frames
         with torch.no_grad():
-            for start in range(0, num_frames, batch_size):
+            for start in range(frames.start, frames.stop, batch_size):
                 # One frame per forward pass: matrix products take other code paths for
                 # other batch sizes, and the decoded pixels must not depend on --batch-size.
-                stop = min(start + batch_size, num_frames)
+                stop = min(start + batch_size, frames.stop)
                 frames = [model(encoded_time[i : i + 1].to(device)) for i in range(start, stop)]
                 yield torch.cat(frames)[..., :height, :width].cpu()
 

@@ -85,6 +85,35 @@ def test_eval_against_nnc_and_decoded_video(workdir):
     assert text.exit_code == 0 and "PSNR-RGB 100.000" in text.output
 
 
+def test_decode_a_frame_range_matches_the_full_decode(workdir):
+    full = read_video(workdir / "a.mkv") if (workdir / "a.mkv").exists() else None
+    if full is None:
+        assert run("decode", workdir / "clip.nnc", "-o", workdir / "a.mkv").exit_code == 0
+        full = read_video(workdir / "a.mkv")
+    for text, expected in [("2:5", slice(2, 5)), ("6:", slice(6, 8)), (":3", slice(0, 3)), ("7", slice(7, 8)),
+                           ("5:100", slice(5, 8))]:
+        output = workdir / f"range_{text.replace(':', '_')}.mkv"
+        result = run("decode", workdir / "clip.nnc", "-o", output, "--frames", text)
+        assert result.exit_code == 0, result.output
+        part = read_video(output)
+        assert part.info.num_frames == expected.stop - expected.start
+        assert np.array_equal(part.frames, full.frames[expected]), text
+
+
+def test_bad_frame_ranges_and_video_index_give_one_line_errors(workdir, tmp_path):
+    for text, fragment in [("8:", "has 8 frames"), ("5:3", "greater than START"), ("a:b", "START:STOP")]:
+        assert_one_line_error(cli_process("decode", workdir / "clip.nnc", "-o", tmp_path / "x.y4m", "--frames", text),
+                              fragment)
+    assert_one_line_error(cli_process("decode", workdir / "clip.nnc", "-o", tmp_path / "x.y4m", "--video", "1"),
+                          "--video applies to multi-video")
+    assert not (tmp_path / "x.y4m").exists()
+
+
+def test_encode_refuses_several_inputs_for_a_single_video_model(workdir, tmp_path):
+    clip = workdir / "clip.y4m"
+    assert_one_line_error(cli_process("encode", clip, clip, "-o", tmp_path / "two.nnc"), "encodes one input")
+
+
 def cli_process(*args, cwd=None):
     """Run the real console entry point, as a user would."""
     return subprocess.run(
