@@ -6,6 +6,11 @@ ffmpeg's default conversion.  Tiers:
 * ``gpu``: the full 640x1280 crop, 1.5M parameters, 300 epochs (the paper's setting);
 * ``cpu``: the crop area-downscaled 2x to 320x640, 0.375M parameters, epochs as given.
 
+``--model`` picks the codec: ``hnerv`` (default), ``nerv``, ``nervpp`` (their recipe:
+Fusion6, pruning 0.4 + fine-tuning, 8-bit; ``--size`` as for HNeRV) or ``nirvana``
+(``--size`` is ONE group's network, ``--epochs`` the steps per group, ``--lambda`` the
+rate weight, ``--workers`` parallel chains).  The output names carry the model.
+
 Writes a results JSON in CompressAI's format (plus ``meta``: settings, machine, encode
 and decode time, frames/s) and keeps the ``.nnc`` it produced.  Also reports, for the
 same quantized symbols, the bpp that the authors' code would print (one Huffman
@@ -34,6 +39,14 @@ from .metrics import compare
 
 REPO = Path(__file__).resolve().parents[1]
 BUNNY = REPO.parent / "shared" / "media" / "video" / "bunny_1280x720_25fps_132f.mp4"
+MODELS = ("hnerv", "nerv", "nervpp", "nirvana")
+# Per-model training settings of the benchmark (the codecs' own defaults otherwise).
+MODEL_OPTIONS = {
+    "hnerv": dict(batch_size=2, lr=1e-3, loss="l2"),
+    "nerv": dict(batch_size=1, lr=5e-4, loss="fusion6"),
+    "nervpp": dict(batch_size=1, lr=5e-4, loss="fusion6"),
+    "nirvana": dict(lr=1e-3),
+}
 TIERS = {
     "gpu": dict(height=640, width=1280, size=1.5e6, epochs=300),
     "cpu": dict(height=320, width=640, size=0.375e6, epochs=300),
@@ -82,6 +95,11 @@ def huffman_estimate_bits(symbols: np.ndarray) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
+    parser.add_argument("--model", choices=MODELS, default="hnerv")
+    parser.add_argument("--lambda", dest="rate_lambda", type=float, help="NIRVANA: rate weight (default: the codec's)")
+    parser.add_argument("--workers", type=int, help="NIRVANA: parallel chains of groups (default 1)")
+    parser.add_argument("--prune", type=float, help="NeRV/NeRV++: fraction of weights removed (default 0.4)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the model's, see MODEL_OPTIONS)")
     parser.add_argument("--epochs", type=int, help="default: the tier's (300)")
     parser.add_argument("--size", type=float, help="model size in parameters (default: the tier's)")
     parser.add_argument("--device", default="auto")
@@ -96,14 +114,19 @@ def main(argv=None) -> None:
     epochs = args.epochs or tier["epochs"]
     size = args.size or tier["size"]
     video = load_bunny(args.tier, args.input)
-    tag = f"bunny_{args.tier}_hnerv_{size / 1e6:g}M_e{epochs}"
+    tag = f"bunny_{args.tier}_{args.model}_{size / 1e6:g}M_e{epochs}"
+    if args.rate_lambda is not None:
+        tag += f"_l{args.rate_lambda:g}"
+    if args.lr is not None:
+        tag += f"_lr{args.lr:g}"
     (args.out / "results").mkdir(parents=True, exist_ok=True)
     (args.out / "bitstreams").mkdir(parents=True, exist_ok=True)
     nnc_path = args.out / "bitstreams" / f"{tag}.nnc"
 
-    options = EncodeOptions(size=size, epochs=epochs, batch_size=2, lr=1e-3, loss="l2", device=args.device,
-                            show_progress=not args.quiet)
-    report = encode_video(video, nnc_path, "hnerv", options)
+    options = EncodeOptions(size=size, epochs=epochs, device=args.device, show_progress=not args.quiet,
+                            rate_lambda=args.rate_lambda, workers=args.workers, prune=args.prune,
+                            **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {})))
+    report = encode_video(video, nnc_path, args.model, options)
 
     started = time.perf_counter()
     bitstream = read_bitstream_file(nnc_path)
@@ -114,8 +137,8 @@ def main(argv=None) -> None:
     symbols = np.concatenate([t.symbols.ravel() for g in bitstream.groups for t in g.tensors])
     pixels = video.info.width * video.info.height * video.info.num_frames
     result = {
-        "name": f"nnc-hnerv-{args.tier}",
-        "description": f"nnc HNeRV on bunny ({args.tier} tier), file-size bpp",
+        "name": f"nnc-{args.model}-{args.tier}",
+        "description": f"nnc {args.model} on bunny ({args.tier} tier), file-size bpp",
         "results": {
             "bpp": [report.bpp],
             "psnr-rgb": [metrics["psnr-rgb"]],
@@ -134,17 +157,27 @@ def main(argv=None) -> None:
             "bitstream": str(nnc_path.relative_to(REPO)) if nnc_path.is_relative_to(REPO) else str(nnc_path),
             "file_bytes": report.file_bytes,
             "hnerv_style_estimate_bpp": huffman_estimate_bits(symbols) / pixels,
+            "model": args.model,
             "settings": dict(report.settings, seed=options.seed),
             "model_size": report.stats.get("model_size"),
+            "model_size_note": "NIRVANA: parameters of all group networks (one group's network x groups)"
+            if args.model == "nirvana" else "decoder parameters (+ embeddings for HNeRV)",
+            "encode_seconds": report.encode_seconds,
             "train_psnr_before_quantization": report.stats.get("train_psnr"),
             "train_seconds": report.stats.get("train_seconds"),
             "train_frames_per_second": report.stats.get("train_frames_per_second"),
             "decode_frames_per_second": video.info.num_frames / decode_seconds,
+            "codec_stats": {k: report.stats[k] for k in ("estimated_bpp", "groups", "chains", "group_parameters",
+                                                         "kept_parameters", "pruned_fraction") if k in report.stats},
             "device": args.device,
             "machine": machine_description(),
             "nnc": __version__,
-            "command": f"python -m nnc.eval.bunny --tier {args.tier} --epochs {epochs}"
-            + (f" --size {size:g}" if args.size else ""),
+            "command": f"python -m nnc.eval.bunny --tier {args.tier} --model {args.model} --epochs {epochs}"
+            + (f" --size {size:g}" if args.size else "")
+            + (f" --lambda {args.rate_lambda:g}" if args.rate_lambda is not None else "")
+            + (f" --workers {args.workers}" if args.workers else "")
+            + (f" --prune {args.prune:g}" if args.prune is not None else "")
+            + (f" --lr {args.lr:g}" if args.lr else ""),
         },
     }
     out_json = args.out / "results" / f"{tag}.json"

@@ -1,0 +1,465 @@
+"""The NIRVANA video codec: per-group patch networks fitted autoregressively with
+quantization-aware training and a learned rate term; and their decoding.
+
+Encoding.  The frames are cut into groups of G (``models/nirvana.py`` has the network).
+The groups are split into ``--workers`` contiguous chains; each chain is fitted in its
+own process, group after group: the chain's first group starts from a fresh network,
+every later group g starts from group g-1's quantized weights.  Every tensor (SIREN
+weights and biases, upsampler convolutions and biases: everything the decoder needs)
+is trained as ``step * round(latent)`` with straight-through rounding and a learned
+per-tensor ``step`` (LSQ-style).  The loss is
+
+    MSE(frames of the group) + lambda * estimated bits / pixels of the group,
+
+so ``--lambda`` weighs bits per pixel against MSE on [0, 1] pixels (the authors' code
+uses lambda 0.001 on their own bits estimate; here 0.001 bpp-units is likewise the
+default).  The bits are estimated by one learned factorized density per tensor
+(CompressAI's EntropyBottleneck, uniform-noise proxy) on what is actually stored: the
+integer latents of a chain's first group, the differences from the previous group's
+integer latents for the others.  Static content keeps the same integers, so it costs
+almost nothing.
+
+Bitstream.  One tensor group per frame group, ``group{g}``, holding for every
+state-dict tensor of the network its integer symbols (latents, or latent differences)
+with the ``step`` scheme: scale = the learned step (float32, in the file), offset 0.
+The header holds the config and ``chains``, the first group of every chain.  To decode
+group g the decoder sums the symbols from its chain's first group up to g: decoding a
+frame range needs the groups from the start of the chain of its first frame up to its
+last frame, and renders only the groups holding frames of the range.
+
+Determinism.  A group is always rendered whole (one forward pass for its G frames), so
+``--batch-size`` only regroups the output and decoded pixels never depend on it; the
+encoder renders its quantized reconstruction with exactly the decoder's operations, so
+``decode`` reproduces it bit for bit (``stats['quantized_frames_sha256']``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import queue as queue_module
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+from tqdm import tqdm
+
+from ..bitstream import QuantizedTensor, TensorGroup
+from ..errors import InvalidBitstreamError, NncError
+from ..eval.metrics import mean_psnr, psnr_per_frame
+from ..models.nirvana import NIRVANAConfig, NIRVANAGroupNet, patch_centres, scaled_config, solve_config
+from .base import CompressedVideo, EncodeOptions, VideoCodec, float_to_frames, frames_to_float, resolve_device
+from .registry import register_codec
+from .training import lr_multiplier, psnr_from_mse, tune_malloc
+
+GROUP_PREFIX = "group"
+# ``epochs`` counts optimiser steps per group (each step renders all G frames of the
+# group); a chain's first group starts from random weights and gets INTRA_FACTOR times
+# as many (NIRVANA trains its first group longer than the warm-started ones).
+DEFAULTS = dict(size=float(scaled_config(64).parameter_count()), epochs=150, lr=1e-3, rate_lambda=1e-3,
+                workers=1, loss="l2")
+INTRA_FACTOR = 2
+SIREN_LR_FACTOR = 0.1
+STEP_LR_FACTOR = 1.0  # learning rate of the log-steps relative to the weights'
+RATE_LR = 1e-2  # the densities' parameters (CompressAI's EntropyBottleneck)
+INIT_BITS = 8  # a fresh tensor's first step spans its range in 2**8 levels
+WARMUP_FRACTION, WARMUP_START = 0.1, 0.1
+MAX_LATENT = 2**31 - 1
+
+
+def group_name(index: int) -> str:
+    return f"{GROUP_PREFIX}{index}"
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+class QuantizedWeights(nn.Module):
+    """A network's tensors as ``step * round(value / step)``, values and log-steps learned."""
+
+    def __init__(self, values: dict[str, torch.Tensor], log_steps: torch.Tensor):
+        super().__init__()
+        self.names = list(values)
+        self.values = nn.ParameterList(nn.Parameter(values[name].detach().clone()) for name in self.names)
+        self.log_steps = nn.Parameter(log_steps.detach().clone())
+
+    def steps(self) -> torch.Tensor:
+        return self.log_steps.exp()
+
+    def latents(self) -> list[torch.Tensor]:
+        steps = self.steps()
+        return [value / steps[i] for i, value in enumerate(self.values)]
+
+    def weights(self, latents: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        steps = self.steps()
+        return {name: ste_round(latent) * steps[i] for i, (name, latent) in enumerate(zip(self.names, latents))}
+
+    @torch.no_grad()
+    def integers(self) -> dict[str, torch.Tensor]:
+        return {name: torch.round(latent).to(torch.int64) for name, latent in zip(self.names, self.latents())}
+
+
+def dequantized_state(integers: dict[str, torch.Tensor], steps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """float32 weights exactly as the decoder computes them: symbols * step (+ offset 0)."""
+    return {name: integer.to(torch.float32) * steps[i] for i, (name, integer) in enumerate(integers.items())}
+
+
+class RateModel(nn.Module):
+    """A learned factorized density over all of a group's stored integers (CompressAI's
+    EntropyBottleneck); ``bits`` is their estimated cost (uniform-noise proxy in
+    training mode).  One density for all tensors: one call per step instead of one per
+    tensor, which on a CPU was most of the step's time."""
+
+    def __init__(self, init_scale: float):
+        from compressai.entropy_models import EntropyBottleneck
+
+        super().__init__()
+        self.bottleneck = EntropyBottleneck(1, init_scale=init_scale)
+
+    def bits(self, symbols: list[torch.Tensor]) -> torch.Tensor:
+        values = torch.cat([s.reshape(-1) for s in symbols]).reshape(1, 1, -1)
+        _, likelihoods = self.bottleneck(values)
+        return (-torch.log2(likelihoods)).sum()
+
+    def density_parameters(self) -> list[nn.Parameter]:
+        # ``quantiles`` only serve CompressAI's own coder (auxiliary loss); not used here.
+        return [p for name, p in self.named_parameters() if not name.endswith("quantiles")]
+
+
+@dataclass
+class ChainJob:
+    """What one worker fits: consecutive groups, the first coded on its own."""
+
+    first_group: int
+    frames: np.ndarray  # (n, H, W, 3) integer frames of the chain's groups
+    max_value: int
+    config: dict
+    epochs: int
+    lr: float
+    rate_lambda: float
+    seed: int
+    device: str
+
+
+def initial_log_steps(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    steps = []
+    for value in state.values():
+        span = float(value.detach().abs().max())
+        steps.append(math.log(span / 2 ** (INIT_BITS - 1) if span > 0 else 1e-3))
+    return torch.tensor(steps, dtype=torch.float32)
+
+
+def render(net: NIRVANAGroupNet, state: dict[str, torch.Tensor], coordinates: torch.Tensor, rows: int, cols: int
+           ) -> torch.Tensor:
+    return functional_call(net, state, (coordinates, rows, cols))
+
+
+def fit_chain(job: ChainJob, progress: Callable[[int, str], None] | None = None) -> list[dict]:
+    """Fit the chain's groups one after the other; per group: its symbols, steps, stats."""
+    torch.manual_seed(job.seed + job.first_group)
+    device = torch.device(job.device)
+    if device.type == "cpu":
+        tune_malloc()
+    config = NIRVANAConfig.from_dict(job.config)
+    num_frames, height, width = job.frames.shape[:3]
+    rows, cols = config.rows, config.cols
+    coordinates = patch_centres(rows, cols).to(device)
+    net = NIRVANAGroupNet(config).to(device)
+    fresh = {name: value.detach().clone() for name, value in net.state_dict().items()}
+    previous_integers: dict[str, torch.Tensor] | None = None
+    previous_steps: torch.Tensor | None = None
+    previous_log_steps: torch.Tensor | None = None
+    residual_rate: RateModel | None = None
+    results = []
+    for start in range(0, num_frames, config.group_size):
+        group_started = time.perf_counter()
+        frames = job.frames[start : start + config.group_size]
+        count = frames.shape[0]
+        target = frames_to_float(frames, job.max_value).to(device)
+        intra = previous_integers is None
+        if intra:
+            weights = QuantizedWeights(fresh, initial_log_steps(fresh)).to(device)
+            rate = RateModel(init_scale=2.0 ** INIT_BITS).to(device)
+            reference = None
+        else:
+            weights = QuantizedWeights(dequantized_state(previous_integers, previous_steps), previous_log_steps).to(device)
+            if residual_rate is None:
+                residual_rate = RateModel(init_scale=4.0).to(device)
+            rate = residual_rate
+            reference = [previous_integers[name].to(torch.float32) for name in weights.names]
+        # SIREN's sine layers have weights ~sqrt(6 / width) / w0: they take a tenth of
+        # the learning rate (SIREN's 1e-4 next to the convolutions' 1e-3).
+        lr = job.lr
+        siren = [v for name, v in zip(weights.names, weights.values) if name.startswith("siren.")]
+        others = [v for name, v in zip(weights.names, weights.values) if not name.startswith("siren.")]
+        optimizer = torch.optim.Adam([
+            {"params": siren, "lr": lr * SIREN_LR_FACTOR, "base": lr * SIREN_LR_FACTOR},
+            {"params": others, "lr": lr, "base": lr},
+            {"params": [weights.log_steps], "lr": lr * STEP_LR_FACTOR, "base": lr * STEP_LR_FACTOR},
+            {"params": rate.density_parameters(), "lr": RATE_LR, "base": RATE_LR},
+        ])
+        pixels = count * height * width
+        steps_total = job.epochs * (INTRA_FACTOR if intra else 1)
+        net.train()
+        rate.train()
+        for step in range(steps_total):
+            factor = lr_multiplier(step / steps_total, WARMUP_FRACTION, WARMUP_START)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = param_group["base"] * factor
+            latents = weights.latents()
+            output = render(net, weights.weights(latents), coordinates, rows, cols)[:count, :, :height, :width]
+            mse = F.mse_loss(output, target)
+            stored = latents if reference is None else [l - r for l, r in zip(latents, reference)]
+            bits = rate.bits(stored)
+            loss = mse + job.rate_lambda * bits / pixels
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if progress is not None:
+                progress(1, f"group {job.first_group + start // config.group_size} "
+                            f"psnr {psnr_from_mse(mse.item()):.2f} bpp {bits.item() / pixels:.4f}")
+        steps = weights.steps().detach().to(torch.float32)
+        latents = [latent.detach() for latent in weights.latents()]
+        if not (torch.isfinite(steps).all() and (steps >= torch.finfo(torch.float32).tiny).all()
+                and all(torch.isfinite(latent).all() for latent in latents)):
+            raise NncError("NIRVANA training diverged (non-finite weights or steps); try a smaller --lr")
+        integers = weights.integers()
+        symbols = integers if intra else {name: integers[name] - previous_integers[name] for name in integers}
+        for name in integers:
+            if max(int(integers[name].abs().max()), int(symbols[name].abs().max())) > MAX_LATENT:
+                raise NncError(f"NIRVANA weight {name} diverged (integer latent beyond int32); try a smaller --lr")
+        with torch.no_grad():
+            net.eval()
+            reconstruction = render(net, dequantized_state(integers, steps), coordinates, rows, cols)
+            decoded = float_to_frames(reconstruction[:count, :, :height, :width].cpu(), job.max_value)
+        results.append({
+            "symbols": {name: value.cpu().numpy().astype(np.int32) for name, value in symbols.items()},
+            "steps": steps.cpu().numpy(),
+            "intra": intra,
+            "decoded": decoded,
+            "train_psnr": psnr_from_mse(mse.item()),
+            "estimated_bits": float(bits.item()),
+            "seconds": time.perf_counter() - group_started,
+        })
+        previous_integers, previous_steps = integers, steps
+        previous_log_steps = weights.log_steps.detach().clone()
+    return results
+
+
+_worker_queue = None
+
+
+def _worker_init(progress_queue, threads: int) -> None:
+    global _worker_queue
+    _worker_queue = progress_queue
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _fit_chain_in_worker(job: ChainJob) -> list[dict]:
+    pending = [0]
+
+    def report(count: int, text: str) -> None:
+        pending[0] += count
+        if pending[0] >= 5:  # batch the messages: one queue item per few steps
+            _worker_queue.put((pending[0], text))
+            pending[0] = 0
+
+    return fit_chain(job, report)
+
+
+def split_chains(num_groups: int, workers: int) -> list[int]:
+    """First group of each of ``workers`` contiguous, near-equal chains."""
+    workers = max(1, min(workers, num_groups))
+    return [int(part[0]) for part in np.array_split(np.arange(num_groups), workers)]
+
+
+def check_chains(chains, num_groups: int) -> list[int]:
+    if (not isinstance(chains, list) or not 1 <= len(chains) <= num_groups or chains[0] != 0
+            or any(not isinstance(c, int) or isinstance(c, bool) for c in chains)
+            or any(b <= a for a, b in zip(chains, chains[1:])) or chains[-1] >= num_groups):
+        raise InvalidBitstreamError("NIRVANA chain starts are malformed")
+    return chains
+
+
+@register_codec("nirvana")
+class NIRVANACodec(VideoCodec):
+    def resolve_settings(self, options: EncodeOptions) -> dict:
+        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
+        if settings["loss"] != "l2":
+            raise NncError("NIRVANA trains on l2 (MSE) plus its rate term; --loss fusion6 is not supported")
+        if not float(settings["rate_lambda"]) >= 0 or not math.isfinite(float(settings["rate_lambda"])):
+            raise NncError("--lambda must be a finite number >= 0")
+        if int(settings["workers"]) < 1:
+            raise NncError("--workers must be at least 1")
+        if options.resume:
+            raise NncError("NIRVANA encodes cannot be resumed (--resume); run the encode again")
+        settings["intra_epochs"] = int(settings["epochs"]) * INTRA_FACTOR
+        return settings
+
+    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+        settings = self.resolve_settings(options)
+        device = resolve_device(options.device)
+        num_frames, height, width = video.frames.shape[:3]
+        try:
+            config = solve_config(height, width, num_frames, float(settings["size"]))
+        except ValueError as error:
+            raise NncError(str(error)) from None
+        group_size = config.group_size
+        num_groups = -(-num_frames // group_size)
+        chains = split_chains(num_groups, int(settings["workers"]))
+        settings["workers"] = len(chains)
+        bounds = chains + [num_groups]
+        jobs = [
+            ChainJob(first_group=first, frames=np.ascontiguousarray(video.frames[first * group_size : end * group_size]),
+                     max_value=video.max_value, config=config.to_dict(), epochs=int(settings["epochs"]),
+                     lr=float(settings["lr"]), rate_lambda=float(settings["rate_lambda"]), seed=options.seed,
+                     device=device.type)
+            for first, end in zip(bounds[:-1], bounds[1:])
+        ]
+        total_steps = sum(int(settings["epochs"]) * (INTRA_FACTOR - 1 + -(-len(j.frames) // group_size)) for j in jobs)
+        bar = tqdm(total=total_steps, desc=f"nirvana {width}x{height}x{num_frames} ({num_groups} groups)", unit="it",
+                   file=sys.stderr, disable=not options.show_progress, dynamic_ncols=True, leave=True)
+        started = time.perf_counter()
+
+        def progress(count: int, text: str) -> None:
+            bar.update(count)
+            if bar.n % 10 < count:
+                bar.set_postfix_str(text)
+
+        try:
+            if len(jobs) == 1:
+                results = [fit_chain(jobs[0], progress)]
+            else:
+                results = self._fit_parallel(jobs, progress)
+        finally:
+            bar.close()
+        train_seconds = time.perf_counter() - started
+
+        groups, decoded, estimated_bits = [], [], 0.0
+        for chain in results:
+            for result in chain:
+                index = len(groups)
+                tensors = [
+                    QuantizedTensor(name, symbols, "step", 0, None, np.zeros(1, np.float32),
+                                    np.array([result["steps"][i]], dtype=np.float32))
+                    for i, (name, symbols) in enumerate(result["symbols"].items())
+                ]
+                groups.append(TensorGroup(group_name(index), tensors))
+                decoded.append(result["decoded"])
+                estimated_bits += result["estimated_bits"]
+        decoded_frames = np.concatenate(decoded)
+        quantized_psnr = mean_psnr(psnr_per_frame(video.frames, decoded_frames, video.max_value))
+        parameters = config.parameter_count()
+        stats = {
+            "train_seconds": train_seconds,
+            "train_frames_per_second": total_steps * group_size / train_seconds,
+            "iterations": total_steps,
+            "train_psnr": mean_psnr(np.array([r["train_psnr"] for chain in results for r in chain])),
+            "quantized_psnr": quantized_psnr,
+            "quantized_frames_sha256": hashlib.sha256(decoded_frames.tobytes()).hexdigest(),
+            "estimated_bpp": estimated_bits / (num_frames * height * width),
+            "group_parameters": parameters,
+            "decoder_parameters": parameters * num_groups,
+            "model_size": parameters * num_groups,
+            "groups": num_groups,
+            "chains": chains,
+        }
+        return CompressedVideo(model_header={"config": config.to_dict(), "chains": chains}, groups=groups,
+                               settings=settings, stats=stats)
+
+    @staticmethod
+    def _fit_parallel(jobs: list[ChainJob], progress) -> list[list[dict]]:
+        # Spawned processes (no fork: torch's threads do not survive it); each gets an
+        # equal share of the intra-op threads so the workers do not oversubscribe cores.
+        threads = max(1, torch.get_num_threads() // len(jobs))
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager:
+            progress_queue = manager.Queue()
+            with ProcessPoolExecutor(len(jobs), mp_context=context, initializer=_worker_init,
+                                     initargs=(progress_queue, threads)) as pool:
+                futures = [pool.submit(_fit_chain_in_worker, job) for job in jobs]
+                pending = set(futures)
+                try:
+                    while pending:
+                        done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()  # re-raise a worker's error now
+                        try:
+                            while True:
+                                count, text = progress_queue.get_nowait()
+                                progress(count, text)
+                        except queue_module.Empty:
+                            pass
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+                return [future.result() for future in futures]
+
+    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
+                   frames: range | None = None) -> Iterator[torch.Tensor]:
+        try:
+            config = NIRVANAConfig.from_dict(model_header.get("config"))
+        except (TypeError, ValueError) as error:
+            raise InvalidBitstreamError(f"bad NIRVANA config: {error}") from None
+        if (config.rows, config.cols) != config.grid(height, width):
+            raise InvalidBitstreamError("NIRVANA config patch grid does not match the video size")
+        num_groups = -(-num_frames // config.group_size)
+        if [group.name for group in groups] != [group_name(i) for i in range(num_groups)]:
+            raise InvalidBitstreamError(f"NIRVANA file has {len(groups)} tensor groups; "
+                                        f"{num_frames} frames in groups of {config.group_size} need {num_groups}")
+        chains = check_chains(model_header.get("chains"), num_groups)
+        with torch.device("meta"):
+            skeleton = NIRVANAGroupNet(config)
+        reference = {name: tuple(value.shape) for name, value in skeleton.state_dict().items()}
+        for group in groups:  # every tensor checked before anything is computed
+            names = [tensor.name for tensor in group.tensors]
+            if names != list(reference):
+                raise InvalidBitstreamError(f"NIRVANA {group.name} tensors do not match the config")
+            for tensor in group.tensors:
+                if tensor.shape != reference[tensor.name] or tensor.scheme != "step" or tensor.axis is not None:
+                    raise InvalidBitstreamError(f"NIRVANA {group.name} tensor {tensor.name} is malformed")
+                if float(tensor.offset[0]) != 0.0:
+                    raise InvalidBitstreamError(f"NIRVANA {group.name} tensor {tensor.name} has an offset")
+
+        device = resolve_device(device)
+        net = NIRVANAGroupNet(config).to(device).eval()
+        rows, cols = config.rows, config.cols
+        coordinates = patch_centres(rows, cols).to(device)
+        wanted = range(num_frames) if frames is None else frames
+        if len(wanted) == 0:
+            return
+        first, last = wanted.start // config.group_size, (wanted.stop - 1) // config.group_size
+        chain_start = max(c for c in chains if c <= first)
+        integers: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for index in range(chain_start, last + 1):
+                group = groups[index]
+                if index in chains:
+                    integers = {t.name: torch.from_numpy(np.asarray(t.symbols, dtype=np.int64)) for t in group.tensors}
+                else:
+                    integers = {t.name: integers[t.name] + torch.from_numpy(np.asarray(t.symbols, dtype=np.int64))
+                                for t in group.tensors}
+                if any(int(v.abs().max()) > MAX_LATENT for v in integers.values()):
+                    raise InvalidBitstreamError(f"NIRVANA {group.name} latents overflow int32")
+                if index < first:
+                    continue
+                steps = torch.tensor([float(t.scale[0]) for t in group.tensors], dtype=torch.float32)
+                state = {name: value.to(device) for name, value in dequantized_state(integers, steps).items()}
+                output = render(net, state, coordinates, rows, cols)[:, :, :height, :width].cpu()
+                offset = index * config.group_size
+                lo, hi = max(wanted.start, offset), min(wanted.stop, offset + config.group_size, num_frames)
+                for begin in range(lo, hi, batch_size):
+                    yield output[begin - offset : min(begin + batch_size, hi) - offset]
+
