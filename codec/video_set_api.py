@@ -1,0 +1,296 @@
+"""File-level PFNR sets: encode several videos, append one, decode one member.
+
+A set file is an ordinary .nnc container: a HEAD chunk (the PFNR config and one record
+per video: media info, settings, PSNR) and one TGRP chunk per session, in order.
+Appending rewrites the HEAD chunk (one more video record) and adds one TGRP chunk; the
+earlier TGRP chunks are copied byte for byte from the old file (never re-encoded), and
+the new file replaces the old one atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..bitstream import Bitstream, TensorGroup, decode_bitstream, encode_bitstream, read_bitstream_file
+from ..bitstream.container import TAG_GROUP, TAG_HEADER
+from ..errors import InvalidBitstreamError, MediaError, NncError
+from ..eval.metrics import mean_psnr, psnr_per_frame
+from ..media import Video, VideoInfo, VideoWriter
+from .api import check_output_path, resolve_frame_range
+from .base import EncodeOptions, float_to_frames
+from .pfnr import PFNRCodec, SetState, apply_group, decode_session, empty_state, parse_set_header, replay
+
+CODEC = "pfnr"
+PREFIX_BYTES = 10  # magic (8) + format version (2)
+
+
+@dataclass
+class SetReport:
+    path: Path
+    file_bytes: int
+    videos: list[dict]  # the new sessions: name, frames, size, psnr, group bytes, bpp
+    encode_seconds: float
+    settings: dict
+    stats: list[dict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def split_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(tag, whole chunk) of a file that :func:`decode_bitstream` accepted (FORMAT.md's framing)."""
+    chunks, pos = [], PREFIX_BYTES
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        end = pos + 8 + length + 4
+        chunks.append((data[pos : pos + 4], data[pos:end]))
+        pos = end
+    return chunks
+
+
+def group_chunk(group: TensorGroup) -> bytes:
+    """The TGRP chunk of one group, encoded alone."""
+    [(tag, chunk)] = [c for c in split_chunks(encode_bitstream(Bitstream(CODEC, {}, [group]))) if c[0] == TAG_GROUP]
+    return chunk
+
+
+def assemble(header: dict, group_chunks: list[bytes]) -> bytes:
+    """A complete file: prefix, a fresh HEAD chunk, the given TGRP chunks verbatim, TEND."""
+    empty = encode_bitstream(Bitstream(CODEC, header, []))
+    (head_tag, head), (_, end) = split_chunks(empty)
+    assert head_tag == TAG_HEADER
+    return empty[:PREFIX_BYTES] + head + b"".join(group_chunks) + end
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> int:
+    """Write under a temporary name in the same folder, then rename over ``path``."""
+    path = Path(path)
+    try:
+        handle, temp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise MediaError(f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException as error:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise MediaError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
+    return len(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --------------------------------------------------------------------------- sets
+
+
+def read_set(bitstream: Bitstream, source: str | os.PathLike = "file") -> tuple[dict, list[VideoInfo]]:
+    """The model header and per-video media of a PFNR set; a clear error for other files."""
+    if bitstream.codec != CODEC:
+        raise NncError(f"{source} is a {bitstream.codec} file, not a PFNR multi-video set (made by --model pfnr)")
+    model_header = bitstream.header.get("model")
+    config, infos = parse_set_header(model_header)
+    if len(bitstream.groups) != len(infos):
+        raise InvalidBitstreamError(f"PFNR file lists {len(infos)} videos but holds {len(bitstream.groups)} groups")
+    return model_header, infos
+
+
+def _check_frame_size(video: Video, name: str, reference: VideoInfo, reference_name: str) -> None:
+    if (video.info.width, video.info.height) != (reference.width, reference.height):
+        raise NncError(
+            f"{name} is {video.info.width}x{video.info.height}, but {reference_name} is "
+            f"{reference.width}x{reference.height}: a PFNR set holds videos of one frame size (resize them first)"
+        )
+
+
+def _measure(state: SetState, session: int, video: Video, device: str) -> float:
+    values, position = [], 0
+    max_value = video.max_value
+    for batch in decode_session(state, session, video.info.num_frames, video.info.height, video.info.width,
+                                device=device):
+        frames = float_to_frames(batch, max_value)
+        values.append(psnr_per_frame(video.frames[position : position + len(frames)], frames, max_value))
+        position += len(frames)
+    return mean_psnr(np.concatenate(values))
+
+
+def _add_sessions(model_header: dict, chunks: list[bytes], state: SetState, videos: list[tuple[str, Video]],
+                  output: Path, options: EncodeOptions, started: float, original: bytes | None = None) -> SetReport:
+    """Train one session per video after ``state``, verify each by decoding its own bytes,
+    and write header + ``chunks`` + the new chunks atomically."""
+    codec = PFNRCodec()
+    settings = codec.resolve_settings(options)
+    records, all_stats, new_chunks = [], [], []
+    for name, video in videos:
+        group, _, stats = codec.fit_session(state, video, options)
+        chunk = group_chunk(group)
+        # What the decoder will see: the group parsed back from its own bytes.
+        [parsed] = decode_bitstream(assemble({}, [chunk])).groups
+        state = apply_group(state, parsed)
+        session = state.sessions - 1
+        psnr = _measure(state, session, video, options.device)
+        pixels = video.info.width * video.info.height * video.info.num_frames
+        record = {"media": video.info.to_dict(), "source": Path(name).name, "psnr_rgb": round(psnr, 4),
+                  "nnc": __version__, "settings": dict(settings, seed=options.seed, fso=state.config.fso),
+                  "session_parameters": stats["session_parameters"], "new_parameters": stats["new_parameters"]}
+        model_header["videos"].append(record)
+        new_chunks.append(chunk)
+        records.append({"name": name, "video": session, "frames": video.info.num_frames, "width": video.info.width,
+                        "height": video.info.height, "psnr": psnr, "group_bytes": len(chunk),
+                        "group_bpp": len(chunk) * 8 / pixels})
+        all_stats.append(stats)
+    data = assemble({"model": model_header}, chunks + new_chunks)
+    decode_bitstream(data)  # the container's own checks (limits, framing) on the final bytes
+    if original is not None and _read_or_none(output) != original:
+        raise NncError(f"{output} changed while the new video was being learned; nothing was written")
+    file_bytes = write_atomically(output, data)
+    return SetReport(Path(output), file_bytes, records, time.perf_counter() - started, settings, all_stats)
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
+
+
+def encode_video_set(videos: list[tuple[str, Video]], output: str | os.PathLike,
+                     options: EncodeOptions | None = None) -> SetReport:
+    """Learn ``videos`` (name, video) in order, one session each, into a new set file."""
+    options = options or EncodeOptions()
+    if not videos:
+        raise NncError("a PFNR set needs at least one video")
+    check_output_path(output)
+    first_name, first = videos[0]
+    for name, video in videos[1:]:
+        _check_frame_size(video, name, first.info, first_name)
+    codec = PFNRCodec()
+    codec.resolve_settings(options)  # bad settings fail before any training
+    config = codec.new_config(first.info.height, first.info.width, options)
+    if len(videos) > config.max_sessions:
+        raise NncError(f"a PFNR set holds at most {config.max_sessions} videos; got {len(videos)}")
+    started = time.perf_counter()
+    return _add_sessions({"config": config.to_dict(), "videos": []}, [], empty_state(config), videos, Path(output),
+                         options, started)
+
+
+def open_set(path: Path) -> tuple[Bitstream, dict, list[VideoInfo]]:
+    """Read the set at ``path`` for appending: it must exist, be a PFNR set and be writable."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"input not found: {path}")
+    bitstream = read_bitstream_file(path)
+    model_header, infos = read_set(bitstream, path)
+    check_output_path(path)
+    return bitstream, model_header, infos
+
+
+def append_to_set(path: str | os.PathLike, video: Video, options: EncodeOptions | None = None,
+                  name: str | None = None) -> SetReport:
+    """Learn one more video into the set at ``path``: earlier TGRP chunks stay byte-identical."""
+    options = options or EncodeOptions()
+    path = Path(path)
+    bitstream, model_header, infos = open_set(path)
+    _check_frame_size(video, name or "the new video", infos[0], f"video 0 of {path}")
+    config, _ = parse_set_header(model_header)
+    if len(infos) >= config.max_sessions:
+        raise NncError(f"{path} already holds its maximum of {config.max_sessions} videos")
+    started = time.perf_counter()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InvalidBitstreamError(f"cannot read {path}: {error.strerror or error}") from None
+    # The chunks copied are the chunks parsed: one read of the file serves both.
+    bitstream = decode_bitstream(data)
+    model_header, infos = read_set(bitstream, path)
+    state = replay(config, bitstream.groups)
+    chunks = [chunk for tag, chunk in split_chunks(data) if tag == TAG_GROUP]
+    model_header = dict(model_header, videos=list(model_header["videos"]))
+    return _add_sessions(model_header, chunks, state, [(name or str(path), video)], path, options, started,
+                         original=data)
+
+
+def decode_video_set_member(bitstream: Bitstream, output: str | os.PathLike, *, video_index: int | None,
+                            frame_range: tuple[int, int | None] | None = None, format: str | None = None,
+                            crf: int | None = None, device: str = "cpu", batch_size: int = 4) -> VideoInfo:
+    """Decode one video of a set into ``output`` (written atomically); returns what was written."""
+    model_header, infos = read_set(bitstream)
+    if video_index is None:
+        if len(infos) != 1:
+            raise NncError(f"the file holds {len(infos)} videos (0..{len(infos) - 1}): choose one with --video N")
+        video_index = 0
+    if not 0 <= video_index < len(infos):
+        raise NncError(f"--video {video_index}: the file holds {len(infos)} videos (0..{len(infos) - 1})")
+    config, _ = parse_set_header(model_header)
+    info = infos[video_index]
+    frames = resolve_frame_range(frame_range, info.num_frames)
+    if frame_range is not None:
+        info = replace(info, num_frames=len(frames))
+    state = replay(config, bitstream.groups[: video_index + 1])
+    max_value = 255 if info.bit_depth == 8 else 65535
+    with VideoWriter(output, info, format=format, crf=crf) as writer:
+        for batch in decode_session(state, video_index, infos[video_index].num_frames, info.height, info.width,
+                                    device=device, batch_size=batch_size, frames=frames):
+            writer.write(float_to_frames(batch, max_value))
+    return info
+
+
+def describe_set(summary: dict) -> tuple[dict, list[str]]:
+    """Per-video and shared bytes of a set, from :func:`nnc.bitstream.inspect_bitstream`'s summary."""
+    model = summary["header"].get("model") or {}
+    config, infos = parse_set_header(model)
+    records = model.get("videos") or []
+    groups = summary["groups"]
+    if len(groups) != len(infos):
+        raise InvalidBitstreamError(f"PFNR file lists {len(infos)} videos but holds {len(groups)} groups")
+    shared = summary["header_bytes"] + summary["container_bytes"]
+    total_pixels = sum(i.width * i.height * i.num_frames for i in infos)
+    videos, lines = [], []
+    lines.append(f"  PFNR set: {len(infos)} videos, {summary['file_bytes'] * 8 / total_pixels:.5f} "
+                 f"bpp over all of them; backbone {config.backbone_parameter_count()} weights, "
+                 f"FSO {'stage ' + str(config.fso_stage) if config.fso else 'off'}")
+    lines.append(f"  shared bytes: {shared} (header with every video's record {summary['header_bytes']}, "
+                 f"container {summary['container_bytes']})")
+    for index, (info, group) in enumerate(zip(infos, groups)):
+        record = records[index] if isinstance(records[index], dict) else {}
+        pixels = info.width * info.height * info.num_frames
+        mask_bits = sum(t["payload_bits"] for t in group["tensors"] if t["name"].rsplit(".", 1)[-1].startswith(("reuse", "new")))
+        value_bits = sum(t["payload_bits"] for t in group["tensors"] if t["name"].endswith(".values"))
+        head_bits = sum(t["payload_bits"] for t in group["tensors"] if t["name"].startswith("head."))
+        upto = shared + sum(g["bytes"] for g in groups[: index + 1])
+        psnr = record.get("psnr_rgb")
+        entry = {
+            "video": index, "source": record.get("source"), "frames": info.num_frames,
+            "width": info.width, "height": info.height, "group_bytes": group["bytes"],
+            "group_bpp": group["bytes"] * 8 / pixels, "bytes_to_decode": upto,
+            "mask_bytes": mask_bits / 8, "new_weight_bytes": value_bits / 8, "head_bytes": head_bits / 8,
+            "side_info_bytes": group["side_info_bytes"], "psnr_rgb": psnr,
+        }
+        videos.append(entry)
+        lines.append(
+            f"  video {index}: {record.get('source') or '?'} {info.width}x{info.height}, {info.num_frames} frames, "
+            f"group {group['bytes']} bytes ({entry['group_bpp']:.5f} bpp: masks {mask_bits / 8:.0f}, "
+            f"new weights {value_bits / 8:.0f}, head {head_bits / 8:.0f}, side info {group['side_info_bytes']})"
+            + (f", PSNR-RGB {psnr:.2f} dB" if isinstance(psnr, (int, float)) else "")
+        )
+    return {"videos": videos, "shared_bytes": shared, "total_pixels": total_pixels,
+            "bpp": summary["file_bytes"] * 8 / total_pixels}, lines
