@@ -1,0 +1,100 @@
+"""``nnc train``: train the models that ship with nnc (the CLC image codec and its dictionary)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from .errors import _raise_keyboard_interrupt, reports_errors
+
+
+@click.group()
+def train():
+    """Train shipped models: the CLC image codec (`clc`) and its dictionary (`clc-dictionary`)."""
+
+
+@train.command(name="clc")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Folder of training photographs.")
+@click.option("--lambda", "rate_lambda", type=float, required=True,
+              help="Rate-distortion trade-off: loss = lambda * 255^2 * MSE + bpp (e.g. 0.0018 .. 0.0483).")
+@click.option("--steps", type=click.IntRange(1), required=True, help="Optimiser steps.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Weights file to write (.safetensors).")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from these weights (fine-tuning).")
+@click.option("--no-conditioning", is_flag=True, help="Train the backbone without the dictionary reference (ablation).")
+@click.option("--quality", type=click.IntRange(1, 16), default=None, help="Quality index recorded in the weights.")
+@click.option("--crop", type=int, default=128, show_default=True, help="Training crop size (multiple of 64).")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--checkpoint-interval", type=float, default=300.0, show_default=True, help="Seconds between checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT.ckpt.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@reports_errors
+def train_clc_command(data, rate_lambda, steps, output, init, no_conditioning, quality, crop, batch_size, lr, seed,
+                      threads, device, checkpoint_interval, resume, quiet):
+    """Train the CLC image codec at one rate point and write its weights (entropy tables updated)."""
+    import torch
+
+    from ..codec.base import resolve_device
+    from ..codec.clc_training import train_clc
+
+    if threads:
+        torch.set_num_threads(threads)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a kill saves a checkpoint like Ctrl-C
+    meta = train_clc(data, output, rate_lambda=rate_lambda, steps=steps, conditioning=not no_conditioning,
+                     init=init, crop=crop, batch_size=batch_size, lr=lr, seed=seed, device=resolve_device(device),
+                     quality=quality, checkpoint_interval=checkpoint_interval, resume=resume, show_progress=not quiet)
+    click.echo(f"{output}: {steps} steps, train bpp {meta['final_train_bpp']}, "
+               f"train PSNR {meta['final_train_psnr']} dB ({meta['train_seconds_this_run']} s)")
+
+
+@train.command(name="clc-dictionary")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Folder of photographs (never the test set).")
+@click.option("--weights", type=click.Path(path_type=Path), required=True,
+              help="CLC weights whose analysis transform gives the retrieval features (ship them beside it).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Dictionary file to write.")
+@click.option("--entries", type=click.IntRange(2, 4096), default=32, show_default=True)
+@click.option("--crop", type=click.IntRange(64, 1024), default=256, show_default=True, help="Entry crop size (multiple of 64).")
+@click.option("--pca-dim", type=click.IntRange(1, 1024), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--quiet", is_flag=True)
+@reports_errors
+def train_clc_dictionary_command(data, weights, output, entries, crop, pca_dim, seed, threads, quiet):
+    """Build CLC's dictionary: pyramid-pooled features, PCA, k-means; entries are real crops."""
+    import torch
+    from tqdm import tqdm
+
+    from ..codec.clc_training import image_files
+    from ..errors import NncError
+    from ..media.image import read_image
+    from ..models.clc import load_weights
+    from ..models.clc_dictionary import build_dictionary, file_sha256
+
+    if threads:
+        torch.set_num_threads(threads)
+    if crop % 64:
+        raise NncError("--crop must be a multiple of 64")
+    try:
+        model, _ = load_weights(weights)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise NncError(f"--weights {weights}: not a CLC weights file ({str(error).splitlines()[0]})") from None
+    images = [read_image(path) for path in image_files(data)]
+    bar = tqdm(total=None, desc="dictionary features", unit="crop", disable=quiet)
+
+    def progress(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    dictionary = build_dictionary(model, images, entries=entries, crop=crop, pca_dim=pca_dim, seed=seed,
+                                  weights_sha256=file_sha256(weights), progress=progress)
+    bar.close()
+    sha = dictionary.save(output)
+    click.echo(f"{output}: {dictionary.size} entries of {crop}x{crop} from {dictionary.meta['candidates']} crops, "
+               f"PCA {dictionary.meta['pca_dim']} dims ({dictionary.meta['explained_variance']:.0%} of the variance), "
+               f"sha256 {sha[:16]}")

@@ -1,0 +1,294 @@
+"""The CLC image codec (``--model clc``): shipped weights, a dictionary, no training per file.
+
+Each image (each frame, when a clip is given: all-intra coding) is padded to a
+multiple of 64 by edge replication, coded by the CLC model of the chosen quality, and
+cropped back at decode.  The file holds, per image, one uint8 tensor with the
+CompressAI rANS strings (z, then one per latent slice) and, in the header, the
+string lengths and the k dictionary entries the encoder picked; the header also names
+the quality, the first 16 hex digits of the weights' and the dictionary's SHA-256,
+and the model config.  A decoder with other weights or another dictionary refuses the
+file instead of producing garbage.
+
+Determinism: every network that feeds the entropy coder runs on the CPU with one
+thread, so encoder and decoder compute the same means and scales bit for bit (thread
+count changes the order of float sums).  The same file therefore decodes to the same
+pixels, on the same machine, every time and in any process.
+
+Weights: ``models/weights/clc`` (``q<N>.safetensors`` plus ``dictionary.safetensors``),
+or the folder in the environment variable ``NNC_CLC_WEIGHTS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bitstream import QuantizedTensor, TensorGroup
+from ..errors import InvalidBitstreamError, NncError
+from ..models.clc import PAD_MULTIPLE, CLCConfig, load_weights
+from ..models.clc_dictionary import file_sha256, load_dictionary
+from .base import CompressedVideo, EncodeOptions, VideoCodec, frames_to_float
+from .registry import register_codec
+
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "clc"
+WEIGHTS_ENV = "NNC_CLC_WEIGHTS"
+DEFAULT_QUALITY = 3
+HASH_DIGITS = 16  # 64 bits of SHA-256 identify weights and dictionary in the header
+MAX_PIXELS = 1 << 26
+# A file may not ask for much more latent decoding than its bytes justify (a header
+# edit that enlarges the image would otherwise buy minutes of decoding for free).
+SYMBOLS_PER_BYTE = 4096
+FREE_SYMBOLS = 1 << 20
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get(WEIGHTS_ENV) or SHIPPED_WEIGHTS)
+
+
+@contextlib.contextmanager
+def single_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class CLCBundle:
+    """The rate points (``q<N>.safetensors``) and the dictionary of one weights folder."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise NncError(f"CLC weights folder {self.directory} does not exist (set {WEIGHTS_ENV} or reinstall nnc)")
+        self.files = {int(m[1]): p for p in self.directory.glob("q*.safetensors")
+                      if (m := re.fullmatch(r"q(\d+)\.safetensors", p.name))}
+        if not self.files:
+            raise NncError(f"no CLC weights (q<N>.safetensors) in {self.directory}")
+        self.dictionary_path = self.directory / "dictionary.safetensors"
+
+    @property
+    def qualities(self) -> list[int]:
+        return sorted(self.files)
+
+    def resolve_quality(self, quality: int | None) -> int:
+        """``quality``, or by default DEFAULT_QUALITY (the middle rate point when it is absent)."""
+        if quality is not None:
+            return quality
+        return DEFAULT_QUALITY if DEFAULT_QUALITY in self.files else self.qualities[len(self.qualities) // 2]
+
+    def model(self, quality: int):
+        if quality not in self.files:
+            raise NncError(f"CLC quality {quality} is not available; available: "
+                           f"{', '.join(map(str, self.qualities))}")
+        return _load_model(str(self.files[quality]), self.files[quality].stat().st_mtime_ns)
+
+    def dictionary(self):
+        if not self.dictionary_path.exists():
+            raise NncError(f"no CLC dictionary ({self.dictionary_path.name}) in {self.directory}")
+        return _load_dictionary(str(self.dictionary_path), self.dictionary_path.stat().st_mtime_ns)
+
+    def feature_model(self):
+        """The model whose analysis transform made the dictionary's retrieval features."""
+        wanted = self.dictionary().meta.get("feature_weights_sha256")
+        for quality in self.qualities:
+            model, _, sha = self.model(quality)
+            if sha == wanted:
+                return model
+        raise NncError(f"the CLC dictionary in {self.directory} was built with weights that are not there")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_model(path: str, mtime: int):
+    try:
+        model, meta = load_weights(path)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise NncError(f"{path}: not a CLC weights file ({str(error).splitlines()[0]})") from None
+    return model, meta, file_sha256(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_dictionary(path: str, mtime: int):
+    return load_dictionary(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_latents(model_key: str, dictionary_key: str, indices: tuple[int, ...], bundle_dir: str, quality: int):
+    bundle = CLCBundle(Path(bundle_dir))
+    model, _, _ = bundle.model(quality)
+    with torch.no_grad(), single_thread():
+        return model.reference_latents(bundle.dictionary().reference_images(list(indices)))
+
+
+def pad_image(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+
+
+class CodedImage:
+    """One image's coded form: header entry (references, string lengths) and the byte tensor."""
+
+    def __init__(self, references: list[int], strings: list[bytes], y_hat: torch.Tensor):
+        self.references = references
+        self.strings = strings
+        self.y_hat = y_hat
+
+    def header(self) -> dict:
+        return {"references": self.references, "lengths": [len(s) for s in self.strings]}
+
+    def tensor(self, index: int) -> QuantizedTensor:
+        data = np.frombuffer(b"".join(self.strings), dtype=np.uint8).copy()
+        return QuantizedTensor(name=f"streams{index}", symbols=data, scheme="minmax", bits=8, axis=None,
+                               offset=np.zeros(1, np.float32), scale=np.ones(1, np.float32))
+
+
+def encode_image_tensor(bundle: CLCBundle, quality: int, image: torch.Tensor) -> CodedImage:
+    """(1, 3, H, W) float image in [0, 1] -> its coded form (rANS strings, references, y_hat)."""
+    model, _, sha = bundle.model(quality)
+    x = pad_image(image.float().cpu())
+    references: list[int] = []
+    ref_latents = None
+    if model.config.conditioning:
+        dictionary = bundle.dictionary()
+        with torch.no_grad():  # retrieval is the encoder's choice: no need for one thread here
+            references = dictionary.retrieve(bundle.feature_model(), x, model.config.num_refs)
+        ref_latents = _reference_latents(sha, dictionary.sha256, tuple(references), str(bundle.directory), quality)
+    with single_thread():
+        out = model.compress(x, ref_latents)
+    return CodedImage(references, [out["z_string"], *out["y_strings"]], out["y_hat"])
+
+
+def _check_header(bundle: CLCBundle, model_header: dict):
+    if not isinstance(model_header, dict):
+        raise InvalidBitstreamError("CLC header is not an object")
+    quality = model_header.get("quality")
+    if not isinstance(quality, int) or isinstance(quality, bool):
+        raise InvalidBitstreamError("CLC header has no integer quality")
+    try:
+        model, _, sha = bundle.model(quality)
+    except NncError as error:
+        raise InvalidBitstreamError(f"file needs {error}") from None
+    if model_header.get("weights") != sha[:HASH_DIGITS]:
+        raise InvalidBitstreamError(
+            f"file was encoded with other CLC weights for quality {quality} ({str(model_header.get('weights'))[:20]}, "
+            f"these are {sha[:HASH_DIGITS]}): decode it with the nnc that wrote it")
+    try:
+        config = CLCConfig.from_dict(model_header.get("config"))
+    except (TypeError, ValueError) as error:
+        raise InvalidBitstreamError(f"bad CLC config: {error}") from None
+    if config != model.config:
+        raise InvalidBitstreamError("CLC config in the header differs from the weights it names")
+    if config.conditioning:
+        dictionary = bundle.dictionary()
+        if model_header.get("dictionary") != dictionary.sha256[:HASH_DIGITS]:
+            raise InvalidBitstreamError(
+                f"file was encoded with another CLC dictionary ({str(model_header.get('dictionary'))[:20]}, "
+                f"this one is {dictionary.sha256[:HASH_DIGITS]})")
+    return model, sha
+
+
+def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, streams: np.ndarray,
+                        height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One coded image -> ((1, 3, height, width) float in [0, 1], y_hat)."""
+    model, sha = _check_header(bundle, model_header)
+    config = model.config
+    if not isinstance(entry, dict):
+        raise InvalidBitstreamError("CLC frame entry is not an object")
+    lengths, references = entry.get("lengths"), entry.get("references")
+    if (not isinstance(lengths, list) or len(lengths) != config.slices + 1
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths)):
+        raise InvalidBitstreamError(f"CLC string lengths must be {config.slices + 1} non-negative integers")
+    if sum(lengths) != streams.size:
+        raise InvalidBitstreamError(f"CLC string lengths add up to {sum(lengths)}, the stream has {streams.size} bytes")
+    ref_latents = None
+    if config.conditioning:
+        size = bundle.dictionary().size
+        if (not isinstance(references, list) or len(references) != config.num_refs
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in references)):
+            raise InvalidBitstreamError(f"CLC references must be {config.num_refs} entry indices in 0..{size - 1}")
+        ref_latents = _reference_latents(sha, bundle.dictionary().sha256, tuple(references), str(bundle.directory),
+                                         model_header["quality"])
+    elif references not in ([], None):
+        raise InvalidBitstreamError("CLC references given for an unconditioned model")
+    padded_h, padded_w = height + (-height % PAD_MULTIPLE), width + (-width % PAD_MULTIPLE)
+    z_shape = (padded_h // PAD_MULTIPLE, padded_w // PAD_MULTIPLE)
+    symbols = (config.latent_channels * 16 + config.channels) * z_shape[0] * z_shape[1]
+    if symbols > SYMBOLS_PER_BYTE * streams.size + FREE_SYMBOLS:
+        raise InvalidBitstreamError(f"{width}x{height} needs {symbols} latent symbols, far more than "
+                                    f"{streams.size} bytes can code")
+    data = streams.tobytes()
+    strings, position = [], 0
+    for index, length in enumerate(lengths):
+        # Zero padding: the rANS decoder reads ahead without bounds checks, so a damaged
+        # string must run into zeros, never past its buffer.
+        count = (config.channels if index == 0 else config.latent_channels // config.slices * 16) * z_shape[0] * z_shape[1]
+        strings.append(data[position : position + length] + bytes(8 * count + 64))
+        position += length
+    with single_thread():
+        out = model.decompress(strings[0], strings[1:], z_shape, ref_latents)
+    return out["x_hat"][..., :height, :width], out["y_hat"]
+
+
+@register_codec("clc")
+class CLCCodec(VideoCodec):
+    """CLC image codec; a clip is coded frame by frame (all-intra)."""
+
+    kind = "image"
+
+    def check_options(self, options: EncodeOptions) -> None:
+        """Refuse an unavailable quality before any image is read."""
+        bundle = CLCBundle(weights_dir())
+        bundle.model(bundle.resolve_quality(options.quality))
+
+    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+        bundle = CLCBundle(weights_dir())
+        quality = bundle.resolve_quality(options.quality)
+        model, meta, sha = bundle.model(quality)
+        n, h, w = video.frames.shape[:3]
+        if h * w > MAX_PIXELS:
+            raise NncError(f"{w}x{h} is larger than the {MAX_PIXELS} pixels CLC codes")
+        max_value = 255 if video.frames.dtype == np.uint8 else 65535
+        entries, groups = [], []
+        for index in range(n):
+            coded = encode_image_tensor(bundle, quality, frames_to_float(video.frames[index : index + 1], max_value))
+            entries.append(coded.header())
+            groups.append(TensorGroup(f"frame{index}", [coded.tensor(index)]))
+        header = {"config": model.config.to_dict(), "quality": quality, "weights": sha[:HASH_DIGITS],
+                  "dictionary": bundle.dictionary().sha256[:HASH_DIGITS] if model.config.conditioning else None,
+                  "frames": entries}
+        settings = {"quality": quality, "lambda": meta.get("lambda")}
+        return CompressedVideo(model_header=header, groups=groups, settings=settings,
+                               stats={"stream_bytes": sum(sum(e["lengths"]) for e in entries)})
+
+    def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
+                   frames: range | None = None) -> Iterator[torch.Tensor]:
+        bundle = CLCBundle(weights_dir())
+        if not isinstance(model_header, dict) or not isinstance(model_header.get("frames"), list):
+            raise InvalidBitstreamError("CLC header has no frame list")
+        entries = model_header["frames"]
+        if len(entries) != num_frames or len(groups) != num_frames:
+            raise InvalidBitstreamError(f"CLC file has {len(entries)} frame entries and {len(groups)} groups "
+                                        f"for {num_frames} frames")
+        if height * width > MAX_PIXELS:
+            raise InvalidBitstreamError(f"{width}x{height} is larger than {MAX_PIXELS} pixels")
+        for index in frames if frames is not None else range(num_frames):
+            group = groups[index]
+            if len(group.tensors) != 1 or group.tensors[0].name != f"streams{index}":
+                raise InvalidBitstreamError(f"CLC frame {index} must hold one tensor streams{index}")
+            tensor = group.tensors[0]
+            streams = np.asarray(tensor.symbols)
+            if streams.ndim != 1 or tensor.scheme != "minmax" or tensor.bits != 8:
+                raise InvalidBitstreamError(f"CLC frame {index}: streams must be one row of bytes")
+            image, _ = decode_image_tensor(bundle, model_header, entries[index], streams.astype(np.uint8),
+                                           height, width)
+            yield image

@@ -1,0 +1,187 @@
+"""Kodak benchmark of the CLC image codec: ``python -m nnc.eval.kodak``.
+
+Every image of the Kodak set (24 PNGs, ``../shared/media/image/kodak``) is encoded at
+every quality of a CLC weights folder into a real ``.nnc`` file and decoded back with
+the decoder alone.  bpp is the file size (header and container included) over the
+pixels; PSNR and MS-SSIM are measured in RGB on the 8-bit decoded image.  Per quality,
+the results are averaged over the images as CompressAI does (mean of per-image PSNR
+and bpp), and written in CompressAI's results format, with BD-rate and BD-PSNR
+against the published JPEG and BPG curves in ``../shared/reference/kodak-results``
+(same 24 images) in ``meta``.
+
+    python -m nnc.eval.kodak                                   # shipped weights
+    python -m nnc.eval.kodak --weights DIR --name "CLC (no reference)" \
+        --out benchmarks/results/kodak_clc_noref.json --compare benchmarks/results/kodak_clc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+KODAK = SHARED / "media" / "image" / "kodak"
+REFERENCE = SHARED / "reference" / "kodak-results"
+ANCHORS = {"JPEG": "jpeg.json", "BPG": "bpg_444_x265_ycbcr.json"}
+
+
+def code_image(path: Path, quality: int, workdir: Path) -> dict:
+    """Encode ``path`` at ``quality`` to a file, decode the file, measure."""
+    from ..bitstream import Bitstream, write_bitstream_file
+    from ..codec.base import EncodeOptions
+    from ..codec.image_api import decode_image, image_as_video
+    from ..codec.registry import get_codec
+    from ..eval.metrics import ms_ssim_rgb, psnr_per_frame
+    from ..media.image import read_image
+
+    image = read_image(path)
+    video = image_as_video(image)
+    started = time.perf_counter()
+    compressed = get_codec("clc")().compress(video, EncodeOptions(quality=quality, show_progress=False))
+    output = workdir / f"{path.stem}_q{quality}.nnc"
+    header = {"media": video.info.to_dict(), "model": compressed.model_header}
+    file_bytes = write_bitstream_file(output, Bitstream(codec="clc", header=header, groups=compressed.groups))
+    encode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    decoded = decode_image(output)
+    decode_seconds = time.perf_counter() - started
+    output.unlink()
+    h, w = image.shape[:2]
+    return {"image": path.name, "bytes": file_bytes, "bpp": file_bytes * 8 / (h * w),
+            "psnr-rgb": float(psnr_per_frame(image[None], decoded[None], 255)[0]),
+            "ms-ssim-rgb": ms_ssim_rgb(image[None], decoded[None], 255),
+            "references": compressed.model_header["frames"][0]["references"],
+            "encoding_time": encode_seconds, "decoding_time": decode_seconds}
+
+
+def load_curve(path: Path) -> tuple[list[float], list[float]]:
+    results = json.loads(path.read_text())["results"]
+    return results["bpp"], results["psnr-rgb"]
+
+
+def bd_against(rates, psnrs, anchors: dict) -> dict:
+    from .bdrate import bd_psnr, bd_rate
+
+    out = {}
+    for name, (anchor_rates, anchor_psnrs) in anchors.items():
+        try:
+            out[name] = {"bd_rate_percent": round(bd_rate(anchor_rates, anchor_psnrs, rates, psnrs), 2),
+                         "bd_psnr_db": round(bd_psnr(anchor_rates, anchor_psnrs, rates, psnrs), 3)}
+        except Exception as error:  # too few points or no overlap: say so in the JSON
+            out[name] = {"error": str(error)}
+    return out
+
+
+def psnr_at_rate(curve_rates, curve_psnrs, rate: float) -> float | None:
+    """PSNR of a curve at ``rate`` (PCHIP in log-rate), None outside its range."""
+    from scipy.interpolate import PchipInterpolator
+
+    order = np.argsort(curve_rates)
+    x, y = np.log(np.asarray(curve_rates)[order]), np.asarray(curve_psnrs)[order]
+    if len(x) < 2 or not x[0] <= np.log(rate) <= x[-1]:
+        return None
+    return float(PchipInterpolator(x, y)(np.log(rate)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kodak", type=Path, default=KODAK)
+    parser.add_argument("--weights", type=Path, default=None, help="CLC weights folder (default: shipped)")
+    parser.add_argument("--qualities", default=None, help="comma-separated (default: all in the folder)")
+    parser.add_argument("--images", type=int, default=None, help="first N images only (smoke runs)")
+    parser.add_argument("--name", default="CLC (nnc)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kodak_clc.json")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another results JSON (the conditioned model) to compare this one with")
+    parser.add_argument("--command", default=None, help="command line to record in meta")
+    parser.add_argument("--jobs", type=int, default=1, help="images coded in parallel processes (one torch thread each)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from ..codec.api import machine_description
+    from ..codec.clc import WEIGHTS_ENV, CLCBundle, weights_dir
+
+    if args.weights is not None:
+        os.environ[WEIGHTS_ENV] = str(args.weights.resolve())
+    bundle = CLCBundle(weights_dir())
+    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else bundle.qualities
+    images = sorted(args.kodak.glob("kodim*.png"))[: args.images]
+    if not images:
+        print(f"nnc: no kodim*.png in {args.kodak}", file=sys.stderr)
+        return 2
+    per_quality = []
+    with tempfile.TemporaryDirectory(prefix="nnc-kodak-") as temp:
+        for quality in qualities:
+            _, meta, sha = bundle.model(quality)
+            rows = []
+            if args.jobs > 1:
+                from concurrent.futures import ProcessPoolExecutor
+
+                with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                    rows = list(pool.map(code_image, images, [quality] * len(images), [Path(temp)] * len(images)))
+            else:
+                rows = [code_image(path, quality, Path(temp)) for path in images]
+            for row in rows:
+                print(f"q{quality} {row['image']}: {row['bpp']:.4f} bpp {row['psnr-rgb']:.2f} dB", flush=True)
+            per_quality.append({"quality": quality, "lambda": meta.get("lambda"), "weights_sha256": sha,
+                                "train_steps": meta.get("steps"), "images": rows})
+
+    def mean(key, rows):
+        return float(np.mean([r[key] for r in rows]))
+
+    results = {key: [mean(key, q["images"]) for q in per_quality]
+               for key in ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time")}
+    anchors = {name: load_curve(REFERENCE / file) for name, file in ANCHORS.items() if (REFERENCE / file).exists()}
+    meta = {
+        "dataset": f"Kodak, {len(images)} images ({args.kodak})",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": args.command or "python -m nnc.eval.kodak " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_description(),
+        "bpp": "file bytes * 8 / pixels, header and container included",
+        "psnr": "RGB, 8-bit decoded image, mean over images of per-image PSNR",
+        "qualities": [{k: v for k, v in q.items() if k != "images"} for q in per_quality],
+        "dictionary_sha256": bundle.dictionary().sha256 if bundle.dictionary_path.exists() else None,
+        "per_image": {f"q{q['quality']}": q["images"] for q in per_quality},
+    }
+    if len(per_quality) >= 2:
+        meta["bd_vs"] = bd_against(results["bpp"], results["psnr-rgb"], anchors)
+    if args.compare is not None and args.compare.exists():
+        other = json.loads(args.compare.read_text())["results"]
+        meta["compared_with"] = str(args.compare)
+        meta["psnr_of_compared_at_these_rates_db"] = [psnr_at_rate(other["bpp"], other["psnr-rgb"], r)
+                                                     for r in results["bpp"]]
+        meta["psnr_difference_compared_minus_this_db"] = [
+            None if p is None else round(p - own, 3)
+            for p, own in zip(meta["psnr_of_compared_at_these_rates_db"], results["psnr-rgb"])]
+        # And the other way round: this curve at the compared points' rates (when the
+        # compared run has a single rate point, e.g. the ablation).
+        meta["psnr_of_this_at_compared_rates_db"] = [psnr_at_rate(results["bpp"], results["psnr-rgb"], r)
+                                                     for r in other["bpp"]]
+        meta["compared_points"] = {"bpp": other["bpp"], "psnr-rgb": other["psnr-rgb"]}
+        meta["psnr_difference_this_minus_compared_at_compared_rates_db"] = [
+            None if p is None else round(p - q, 3)
+            for p, q in zip(meta["psnr_of_this_at_compared_rates_db"], other["psnr-rgb"])]
+        if len(other["bpp"]) >= 2 and len(results["bpp"]) >= 2:
+            meta["bd_compared_vs_this"] = bd_against(other["bpp"], other["psnr-rgb"],
+                                                     {"this": (results["bpp"], results["psnr-rgb"])})
+    document = {"name": args.name, "description": "nnc CLC image codec (conditional latent coding), "
+                                                   "trained by nnc train clc on 40 photographs", "meta": meta,
+                "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps({"results": results, "bd_vs": meta.get("bd_vs")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Still images in and out (Pillow), for the image codecs.
+
+Input: anything Pillow reads (PNG, JPEG, BMP, TIFF, WebP, PPM, ...).  Greyscale,
+palette and CMYK images are converted to 8-bit RGB.  Refused with a one-line error:
+an alpha channel that is not fully opaque (the codec has no alpha plane; an opaque
+one is dropped), 16-bit and float images (the codec is 8-bit), and images above
+MAX_PIXELS (a guard against decompression bombs).
+Output: PNG (or any format Pillow writes from the suffix), written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MediaError
+
+MAX_PIXELS = 64 * 1024 * 1024  # 64 megapixels
+MIN_SIDE = 1
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise MediaError(f"{path}: {width}x{height} is larger than {MAX_PIXELS} pixels")
+                mode = image.mode
+                if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") or "16" in mode:
+                    raise MediaError(f"{path}: {mode} images ({'float' if mode == 'F' else '16-bit'}) "
+                                     "are not supported; convert to 8-bit RGB")
+                image.load()
+                if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+                    rgba = np.asarray(image.convert("RGBA"))
+                    if (rgba[..., 3] != 255).any():
+                        raise MediaError(f"{path}: has transparency; the image codec codes RGB only "
+                                         "(flatten the alpha channel first)")
+                    return np.array(rgba[..., :3])  # a writable copy
+                return np.array(image.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
+    except MediaError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise MediaError(f"{path}: not a readable image ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+
+
+def write_image(array: np.ndarray, path, format: str | None = None) -> None:
+    """Write (H, W, 3) uint8 RGB atomically (temporary file in the same folder, then rename)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder; give an image file name (e.g. out.png)")
+    format = format or (path.suffix[1:].upper() if path.suffix else "PNG")
+    format = {"JPG": "JPEG", "TIF": "TIFF"}.get(format.upper(), format.upper())
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(np.ascontiguousarray(array), "RGB").save(temp, format=format)
+        os.replace(temp, path)
+    except (KeyError, ValueError) as error:
+        temp.unlink(missing_ok=True)
+        raise MediaError(f"{path}: cannot write format {format!r} ({error})") from None
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise MediaError(f"{path}: cannot write ({error.strerror or error})") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
