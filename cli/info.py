@@ -34,6 +34,12 @@ def describe_file(path: Path) -> dict:
         pass
     bpp = summary["file_bytes"] * 8 / pixels if pixels else None
     summary["bpp"] = bpp
+    set_lines = []
+    if summary["codec"] == "pfnr":  # a multi-video set: per-video and shared bytes
+        from ..codec.video_set_api import describe_set
+
+        summary["video_set"], set_lines = describe_set(summary)
+        bpp = summary["bpp"] = summary["video_set"]["bpp"]
 
     lines = [
         f"{path}: nnc format v{summary['format_version']}, codec {summary['codec']}, {summary['file_bytes']} bytes"
@@ -47,6 +53,7 @@ def describe_file(path: Path) -> dict:
             f"{media.get('pix_fmt')} {media.get('bit_depth')}-bit, colour {media.get('color_matrix')} "
             f"{media.get('color_range')}"
         )
+    lines.extend(set_lines)
     model = summary["header"].get("model") or {}
     if "config" in model:
         lines.append("  model: " + ", ".join(f"{k}={v}" for k, v in model["config"].items()))

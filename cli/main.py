@@ -7,13 +7,9 @@ shown in full with NNC_DEBUG=1).
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import signal
-import sys
-import traceback
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +17,9 @@ import click
 
 from .. import __version__
 from ..errors import NncError
+from .errors import _raise_keyboard_interrupt, reports_errors
+from .report import report as report_command
+from .train import train as train_command
 
 SIZE_SUFFIXES = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -70,59 +69,6 @@ def parse_fps(value: str | None) -> Fraction | None:
     return fps
 
 
-def reports_errors(function):
-    """Turn NncError (and the few expected system failures) into one line and an exit code."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except NncError as error:
-            click.echo(f"nnc: {error}", err=True)
-            sys.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo("nnc: interrupted (an interrupted encode continues with the same command plus --resume)",
-                       err=True)
-            sys.exit(130)
-        except MemoryError:
-            click.echo(f"nnc: {CPU_MEMORY_ADVICE}", err=True)
-            sys.exit(4)
-        except Exception as error:  # a bug: keep the one-line contract, offer the traceback
-            advice = _out_of_memory_advice(error)
-            if advice:
-                click.echo(f"nnc: {advice}", err=True)
-                sys.exit(4)
-            if os.environ.get("NNC_DEBUG"):
-                traceback.print_exc()
-            click.echo(f"nnc: internal error: {type(error).__name__}: {error} (set NNC_DEBUG=1 for details)", err=True)
-            sys.exit(70)
-
-    return wrapper
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-CPU_MEMORY_ADVICE = "out of memory: try a smaller --batch-size, fewer frames (--frames N) or a smaller --size"
-GPU_MEMORY_ADVICE = "out of GPU memory: try a smaller --batch-size, fewer frames (--frames N) or --device cpu"
-# What torch's allocators say when they fail (CUDA, the CPU allocator, MPS, HIP).
-_OUT_OF_MEMORY_TEXT = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
-
-
-def _out_of_memory_advice(error: Exception) -> str | None:
-    """The one-line advice for an allocation failure, or None for any other error."""
-    torch = sys.modules.get("torch")  # only loaded (and only able to fail so) once a codec ran
-    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    text = str(error).lower()
-    if oom_type is not None and isinstance(error, oom_type):
-        return GPU_MEMORY_ADVICE
-    if isinstance(error, RuntimeError) and any(fragment in text for fragment in _OUT_OF_MEMORY_TEXT):
-        on_cpu = "cpu" in text and "cuda" not in text
-        return CPU_MEMORY_ADVICE if on_cpu else GPU_MEMORY_ADVICE
-    return None
-
-
 def media_options(function):
     """Options describing how to read a raw or ambiguous input."""
     options = [
@@ -157,7 +103,7 @@ def main():
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .nnc file to write.")
-@click.option("--model", default="hnerv", show_default=True, help="Registered codec name: hnerv, nerv or nervpp (NeRV++).")
+@click.option("--model", default="hnerv", show_default=True, help="Registered codec name: hnerv, nerv, nervpp (NeRV++) or nirvana.")
 @click.option("--size", "sizes", multiple=True,
               help="Model size in parameters (1.5M, 375k); or WxH, the frame size of raw .yuv input. Repeatable.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default 300).")
@@ -180,6 +126,9 @@ def main():
               help="NIRVANA: processes fitting independent chains of frame groups in parallel.")
 @click.option("--quality", type=click.IntRange(min=1),
               help="Image codecs (CLC): quality index of the shipped rate points, 1 (smallest) to 6.")
+@click.option("--fso/--no-fso", "fso", default=None,
+              help="PFNR: replace one stride-2 stage by the Fourier subneural operator (default: on where the "
+                   "frame size has a stride-2 stage).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted encode from OUT.nnc.ckpt.")
@@ -189,7 +138,7 @@ def main():
 @media_options
 @reports_errors
 def encode(inputs, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, prune,
-           finetune_epochs, rate_lambda, workers, quality, seed, device, resume,
+           finetune_epochs, rate_lambda, workers, quality, fso, seed, device, resume,
            checkpoint_interval, quiet,
            pix_fmt, fps, color_matrix, color_range, max_frames):
     """Fit a neural representation to INPUTS and write it as a .nnc file.
@@ -215,7 +164,7 @@ def encode(inputs, output, model, sizes, epochs, batch_size, lr, loss, weight_bi
         weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, prune=prune,
         finetune_epochs=finetune_epochs, show_progress=not quiet,
         checkpoint_interval=checkpoint_interval, resume=resume,
-        rate_lambda=rate_lambda, workers=workers, quality=quality,
+        rate_lambda=rate_lambda, workers=workers, quality=quality, fso=fso,
     )
     if kind == "image":
         from .image import encode_image_command
@@ -274,6 +223,43 @@ def decode(input, output, format_, crf, device, batch_size, frame_range, video_i
 
 
 @main.command()
+@click.argument("set_path", metavar="SET", type=click.Path(path_type=Path))
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--size", "sizes", multiple=True, help="WxH, the frame size of raw .yuv input.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs of the new session (default 150).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per training step (default 1).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 5e-4).")
+@click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="Training loss (default fusion6).")
+@click.option("--weight-bits", type=click.IntRange(2, 16), help="Quantization bits of the new weights (default 8).")
+@click.option("--prune", "prune", type=click.FloatRange(0.05, 0.95), metavar="FRACTION_LEFT_OUT",
+              help="Fraction of each layer the new session's mask leaves out (default 0.5).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@media_options
+@reports_errors
+def append(set_path, input, sizes, epochs, batch_size, lr, loss, weight_bits, prune, seed, device, quiet,
+           pix_fmt, fps, color_matrix, color_range, max_frames):
+    """Learn INPUT into the multi-video (PFNR) file SET as one more video.
+
+    Earlier videos keep decoding to identical frames; their bytes are copied unchanged
+    and SET is replaced atomically."""
+    from ..codec.base import EncodeOptions
+    from .video_set import append_video_command
+
+    frame_size, model_size = parse_sizes(sizes)
+    if model_size is not None:
+        raise NncError("append: the set's model size is fixed by its first encode; --size here is WxH of raw input")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    options = EncodeOptions(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, weight_bits=weight_bits,
+                            prune=prune, seed=seed, device=device, show_progress=not quiet, checkpoint_interval=0)
+    append_video_command(
+        set_path, input, options, quiet=quiet,
+        read=lambda path: read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
+    )
+
+
+@main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @reports_errors
@@ -316,6 +302,9 @@ def eval_command(reference, distorted, sizes, as_json, pix_fmt, fps, color_matri
         f"  MS-SSIM-RGB {ms}   bpp {r['bpp']:.5f} ({r['bytes']} bytes)"
     )
 
+
+main.add_command(report_command)
+main.add_command(train_command)
 
 if __name__ == "__main__":
     main()

@@ -44,6 +44,7 @@ class EncodeOptions:
     rate_lambda: float | None = None  # rate-distortion trade-off of codecs trained with a rate term (NIRVANA)
     workers: int | None = None  # processes fitting independent parts in parallel (NIRVANA group chains)
     quality: int | None = None  # quality index of codecs with shipped rate points (CLC: 1..6)
+    fso: bool | None = None  # PFNR: Fourier subneural operator stage on/off (None: on where the frame size allows)
 
     def checkpoint_policy(self, frames, settings: dict):
         """The checkpoint policy for a training run on ``frames`` with ``settings``."""

@@ -62,7 +62,10 @@ KNOWN_LIMITS = (
     "(about 0.2 s per 10 KB of stream at worst on a 2-core CPU). "
     "NeRV and NeRV++ decode one frame per frame index, and nothing in the file but the header's num_frames "
     "(at most 10**6) says how many: a header edit alone makes the decode that much longer, as a real "
-    "video of that many frames would."
+    "video of that many frames would. "
+    "NIRVANA networks render from coordinates, so the file's size does not bound the frame size: its config "
+    "names the patch grid (checked against the media size, at most 2**29 feature elements per pass), and "
+    "a consistent edit of both makes the decode as long as a real video of that size would."
 )
 
 # --------------------------------------------------------------------------- seeds

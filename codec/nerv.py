@@ -271,8 +271,8 @@ class _NeRVFamilyCodec(VideoCodec):
                 # One frame per forward pass: matrix products take other code paths for
                 # other batch sizes, and the decoded pixels must not depend on --batch-size.
                 stop = min(start + batch_size, frames.stop)
-                frames = [model(encoded_time[i : i + 1].to(device)) for i in range(start, stop)]
-                yield torch.cat(frames)[..., :height, :width].cpu()
+                outputs = [model(encoded_time[i : i + 1].to(device)) for i in range(start, stop)]
+                yield torch.cat(outputs)[..., :height, :width].cpu()
 
 
 @register_codec("nerv")

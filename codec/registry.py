@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import InvalidBitstreamError, NncError
 
 _CODECS: dict[str, type] = {}
@@ -20,10 +22,26 @@ def register_codec(name: str):
     return wrap
 
 
-def _load_builtin_codecs() -> None:
-    # Imported for their registration side effect; kept lazy so `nnc --help` stays fast.
-    from . import hnerv  # noqa: F401
-    from . import nerv  # noqa: F401  (registers nerv and nervpp)
+# Which module registers each built-in codec.  Modules are imported on first use, for
+# their registration side effect: `nnc --help` stays fast, and decoding an HNeRV file
+# does not pay for importing CLC's compressai models.
+_BUILTIN_MODULES = {
+    "hnerv": "hnerv",
+    "nerv": "nerv",
+    "nervpp": "nerv",
+    "nirvana": "nirvana",
+    "pfnr": "pfnr",  # multi-video sets
+    "clc": "clc",  # image codec
+}
+
+
+def _load_builtin_codecs(name: str | None = None) -> None:
+    """Import the module registering ``name`` (all built-in modules when None or unknown)."""
+    if name is not None and name in _CODECS:
+        return
+    modules = [_BUILTIN_MODULES[name]] if name in _BUILTIN_MODULES else sorted(set(_BUILTIN_MODULES.values()))
+    for module in modules:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def available_codecs() -> list[str]:
@@ -37,7 +55,7 @@ def get_codec(name: str, *, from_file: bool = False):
     ``from_file`` selects the error: an unknown name typed by the user is a usage error,
     an unknown name read from a file means the file is foreign or from a newer nnc.
     """
-    _load_builtin_codecs()
+    _load_builtin_codecs(name if isinstance(name, str) else None)
     try:
         return _CODECS[name]
     except KeyError:

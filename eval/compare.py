@@ -26,20 +26,38 @@ def _to_common_scale(frames: np.ndarray, max_value: int, target: int) -> np.ndar
     return np.round(frames.astype(np.float64) * (target / max_value)).astype(np.uint16 if target > 255 else np.uint8)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def _read_image_or_video(path: Path, read: Callable):
+    """A still image (one RGB frame, via Pillow) or a video (``read``)."""
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES and Path(path).is_file():
+        from ..codec.image_api import image_as_video
+        from ..media.image import read_image
+
+        return image_as_video(read_image(path))
+    return read(path)
+
+
 def evaluate(reference: Path, distorted: Path, read: Callable) -> dict:
     """Metrics in CompressAI's results format (``name``, ``results``, ``meta``)."""
     from ..codec.api import decode_frames
     from ..bitstream import read_bitstream_file
 
-    ref = read(reference)
+    ref = _read_image_or_video(reference, read)
     started = time.perf_counter()
     if Path(distorted).suffix.lower() == ".nnc":
         bitstream = read_bitstream_file(distorted)
+        from ..codec.registry import get_codec
+
+        if getattr(get_codec(bitstream.codec, from_file=True), "kind", "video") == "video-set":
+            raise NncError(f"{distorted} holds a set of videos (pfnr): decode one with `nnc decode --video N` "
+                           "and compare the decoded file (`nnc info` shows each video's recorded PSNR)")
         frames = np.concatenate(list(decode_frames(bitstream)))
         bit_depth = int(bitstream.header["media"]["bit_depth"])
         dist_max, name = (255 if bit_depth == 8 else 65535), f"nnc-{bitstream.codec}"
     else:
-        video = read(distorted)
+        video = _read_image_or_video(distorted, read)
         frames, dist_max, name = video.frames, video.max_value, Path(distorted).suffix.lstrip(".") or "frames"
     seconds = time.perf_counter() - started
     if frames.shape != ref.frames.shape:

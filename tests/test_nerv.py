@@ -175,6 +175,8 @@ def test_decode_equals_the_encoders_quantized_reconstruction(encoded):
     # decoding is repeatable in other batch sizes, and the file re-serialises to itself
     again = np.concatenate(list(decode_frames(read_bitstream_file(path), batch_size=3)))
     assert np.array_equal(decoded, again)
+    part = np.concatenate(list(decode_frames(read_bitstream_file(path), batch_size=2, frames=range(3, 6))))
+    assert np.array_equal(part, decoded[3:6])
     assert encode_bitstream(decode_bitstream(path.read_bytes())) == path.read_bytes()
 
 
