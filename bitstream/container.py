@@ -470,10 +470,14 @@ def inspect_bitstream(data: bytes) -> dict:
 
 
 def write_bitstream_file(path: str | os.PathLike, bs: Bitstream) -> int:
-    """Encode and write atomically (temporary file in the same directory, then
-    os.replace); returns the number of bytes written.  On any failure the target is
-    left untouched and no temporary file remains.  OSError -> MediaError."""
-    data = encode_bitstream(bs)
+    """Encode and write atomically; returns the number of bytes written."""
+    return write_file_atomically(path, encode_bitstream(bs))
+
+
+def write_file_atomically(path: str | os.PathLike, data: bytes) -> int:
+    """Write ``data`` under a temporary name in the same directory, then os.replace;
+    returns the number of bytes written.  On any failure the target is left untouched
+    and no temporary file remains.  OSError -> MediaError."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")

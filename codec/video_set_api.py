@@ -10,7 +10,6 @@ the new file replaces the old one atomically.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from ..bitstream import Bitstream, TensorGroup, decode_bitstream, encode_bitstream, read_bitstream_file
-from ..bitstream.container import TAG_GROUP, TAG_HEADER
+from ..bitstream.container import TAG_GROUP, TAG_HEADER, write_file_atomically
 from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..eval.metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
@@ -67,37 +66,6 @@ def assemble(header: dict, group_chunks: list[bytes]) -> bytes:
     (head_tag, head), (_, end) = split_chunks(empty)
     assert head_tag == TAG_HEADER
     return empty[:PREFIX_BYTES] + head + b"".join(group_chunks) + end
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> int:
-    """Write under a temporary name in the same folder, then rename over ``path``."""
-    path = Path(path)
-    try:
-        handle, temp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise MediaError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except BaseException as error:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(error, OSError):
-            raise MediaError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
-    return len(data)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --------------------------------------------------------------------------- sets
@@ -162,7 +130,7 @@ def _add_sessions(model_header: dict, chunks: list[bytes], state: SetState, vide
     decode_bitstream(data)  # the container's own checks (limits, framing) on the final bytes
     if original is not None and _read_or_none(output) != original:
         raise NncError(f"{output} changed while the new video was being learned; nothing was written")
-    file_bytes = write_atomically(output, data)
+    file_bytes = write_file_atomically(output, data)
     return SetReport(Path(output), file_bytes, records, time.perf_counter() - started, settings, all_stats)
 
 
