@@ -60,13 +60,7 @@ def make_bundle(directory: Path, *, dictionary_seed: int = 0) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The test machine is shared: two threads per process oversubscribe it and run slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

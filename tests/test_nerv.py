@@ -30,14 +30,7 @@ TINY_SIZE = {"nerv": 8e4, "nervpp": 1.2e5}
 PRUNE = 0.4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These fits are tiny; on a busy 2-core machine two intra-op threads make each
-    # step 10x slower (measured), one thread keeps the module near a minute.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_nerv_s_paper_configuration():

@@ -4,7 +4,6 @@ frame-range decoding, parallel chains, CLI, and bad headers."""
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 from unittest import mock
@@ -30,12 +29,7 @@ SIZE = 6000  # parameters of one group's network
 EPOCHS = 100  # steps per warm-started group (the first group of a chain: 2x)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def options(**changes) -> EncodeOptions:

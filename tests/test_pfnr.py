@@ -35,12 +35,7 @@ OPTIONS = EncodeOptions(size=1.2e5, epochs=20, lr=1e-2, loss="l2", batch_size=2,
                         checkpoint_interval=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clip(num_frames: int, seed: int, height: int = HEIGHT, width: int = WIDTH) -> Video:
