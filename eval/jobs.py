@@ -214,10 +214,8 @@ def _run_nnc(job: dict, video, workdir: Path) -> dict:
     output = workdir / "out.nnc"
     matrix = video.info.color_matrix if video.info.color_matrix != "rgb" else "bt601"
     if job["codec_kind"] == "image":
-        try:
-            from ..codec import image_api
-        except ImportError:
-            raise NncError(f"{job['codec']} is an image codec, but nnc.codec.image_api is not available") from None
+        from ..codec import image_api
+
         if video.info.num_frames != 1:
             raise NncError(f"{job['codec']} is an image codec; the input has {video.info.num_frames} frames")
         report = image_api.encode_image(video.frames[0], output, job["codec"], options)
