@@ -19,7 +19,7 @@ import torch
 from .. import __version__
 from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, read_bitstream_file, write_bitstream_file
 from ..errors import InvalidBitstreamError, MediaError, NncError
-from ..eval.metrics import mean_psnr, psnr_per_frame
+from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import EncodeOptions, float_to_frames
 from .checkpoint import checkpoint_path_for, remove_checkpoint_files

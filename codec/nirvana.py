@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from ..bitstream import QuantizedTensor, TensorGroup
 from ..errors import InvalidBitstreamError, NncError
-from ..eval.metrics import mean_psnr, psnr_per_frame
+from ..metrics import mean_psnr, psnr_per_frame
 from ..models.nirvana import NIRVANAConfig, NIRVANAGroupNet, patch_centres, scaled_config, solve_config
 from .base import CompressedVideo, EncodeOptions, VideoCodec, float_to_frames, frames_to_float, resolve_device
 from .registry import register_codec

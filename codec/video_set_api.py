@@ -20,7 +20,7 @@ from .. import __version__
 from ..bitstream import Bitstream, TensorGroup, decode_bitstream, encode_bitstream, read_bitstream_file
 from ..bitstream.container import TAG_GROUP, TAG_HEADER, write_file_atomically
 from ..errors import InvalidBitstreamError, MediaError, NncError
-from ..eval.metrics import mean_psnr, psnr_per_frame
+from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .api import check_output_path, resolve_frame_range
 from .base import EncodeOptions, float_to_frames

@@ -25,7 +25,7 @@ from av.video.reformatter import VideoReformatter
 from ..errors import MediaError, NncError
 from ..media import Video, read_video, rgb_to_source
 from ..media.colour import AV_RANGE_OF, TAG_OF_MATRIX
-from .metrics import compare
+from ..metrics import compare
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")

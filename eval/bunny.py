@@ -35,7 +35,7 @@ from ..bitstream import read_bitstream_file
 from ..codec.api import decode_frames, encode_video, machine_description
 from ..codec.base import EncodeOptions
 from ..media import Video, read_video
-from .metrics import compare
+from ..metrics import compare
 
 REPO = Path(__file__).resolve().parents[1]
 BUNNY = REPO.parent / "shared" / "media" / "video" / "bunny_1280x720_25fps_132f.mp4"

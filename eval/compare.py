@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import NncError
-from .metrics import compare
+from ..metrics import compare
 
 
 def file_size(path: Path) -> int:

@@ -201,7 +201,7 @@ def _run_nnc(job: dict, video, workdir: Path) -> dict:
     from ..bitstream import read_bitstream_file
     from ..codec.api import decode_frames, encode_video
     from ..codec.base import EncodeOptions, resolve_device
-    from .metrics import compare
+    from ..metrics import compare
 
     settings = job["settings"]
     kind, value = job["rate"]

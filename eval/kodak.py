@@ -40,7 +40,7 @@ def code_image(path: Path, quality: int, workdir: Path) -> dict:
     from ..codec.base import EncodeOptions
     from ..codec.image_api import decode_image, image_as_video
     from ..codec.registry import get_codec
-    from ..eval.metrics import ms_ssim_rgb, psnr_per_frame
+    from ..metrics import ms_ssim_rgb, psnr_per_frame
     from ..media.image import read_image
 
     image = read_image(path)

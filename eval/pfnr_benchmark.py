@@ -38,7 +38,7 @@ from ..codec.base import EncodeOptions, float_to_frames
 from ..codec.pfnr import decode_session, parse_set_header, replay
 from ..codec.video_set_api import append_to_set, encode_video_set
 from ..media import Video, read_video
-from .metrics import mean_psnr, psnr_per_frame
+from ..metrics import mean_psnr, psnr_per_frame
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media" / "video"

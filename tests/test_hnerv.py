@@ -11,7 +11,7 @@ from nnc.codec.api import decode_frames, encode_video
 from nnc.codec.base import EncodeOptions
 from nnc.codec.training import lr_multiplier
 from nnc.errors import InvalidBitstreamError
-from nnc.eval.metrics import mean_psnr, psnr_per_frame
+from nnc.metrics import mean_psnr, psnr_per_frame
 from nnc.models.hnerv import HNeRV, HNeRVConfig, choose_strides, decoder_parameter_count, model_size, solve_config
 
 from synthetic import synthetic_video

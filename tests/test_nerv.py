@@ -15,7 +15,7 @@ from nnc.codec.api import decode_frames, encode_video
 from nnc.codec.base import EncodeOptions, float_to_frames
 from nnc.codec.nerv import MASK_SUFFIX, VALUES_SUFFIX, NeRVCodec, NeRVPPCodec
 from nnc.errors import InvalidBitstreamError
-from nnc.eval.metrics import mean_psnr, psnr_per_frame
+from nnc.metrics import mean_psnr, psnr_per_frame
 from nnc.media import write_video
 from nnc.models import nerv, nervpp
 

@@ -19,7 +19,7 @@ from nnc.codec import nirvana as nirvana_codec
 from nnc.codec.api import decode_frames, encode_video
 from nnc.codec.base import EncodeOptions
 from nnc.errors import InvalidBitstreamError, NncError
-from nnc.eval.metrics import mean_psnr, psnr_per_frame
+from nnc.metrics import mean_psnr, psnr_per_frame
 from nnc.media import read_video, write_video
 from nnc.models import nirvana
 

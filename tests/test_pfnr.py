@@ -24,7 +24,7 @@ from nnc.codec.base import EncodeOptions, float_to_frames
 from nnc.codec.video_set_api import (append_to_set, decode_video_set_member, encode_video_set, group_chunk,
                                      split_chunks)
 from nnc.errors import InvalidBitstreamError, NncError
-from nnc.eval.metrics import mean_psnr, psnr_per_frame
+from nnc.metrics import mean_psnr, psnr_per_frame
 from nnc.media import Video, VideoInfo, read_video, write_video
 from nnc.models import pfnr as pfnr_model
 

@@ -198,7 +198,7 @@ def test_baseline_decodes_what_it_encoded_and_counts_the_whole_file(tmp_path):
     mp4 = tmp_path / "x265-medium_crf27.mp4"
     assert measured["bytes"] == mp4.stat().st_size
     decoded = read_video(mp4)
-    from nnc.eval.metrics import compare
+    from nnc.metrics import compare
 
     assert compare(video.frames, decoded.frames, 255)["psnr-rgb"] == pytest.approx(measured["psnr-rgb"], abs=1e-9)
     assert measured["settings"]["rgb_to_yuv"] == "bt601 tv" and measured["psnr-rgb"] > 30
