@@ -1,20 +1,17 @@
-"""The .nnc container: a JSON header plus groups of entropy-coded quantized tensors.
+"""The .nnc container: a JSON header plus groups of entropy-coded quantized tensors
+and raw byte strings.
 
-Layout (FORMAT.md is the byte-level specification)::
-
-    magic (8) | format version (u16 LE) | HEAD chunk | TGRP chunk * | TEND chunk
-
-Every chunk is ``tag (4 ASCII) | payload length (u32 LE) | payload | CRC32 (u32 LE)``,
-the CRC covering tag, length and payload.  The decoder checks framing, order and CRC
-before it parses a payload, bounds every count before it allocates anything, and
-reports every defect as InvalidBitstreamError (NewerFormatError for a newer version).
+The chunk framing (magic, version, ``tag | length | payload | CRC``) is framing.py's;
+this module encodes and parses the payloads (FORMAT.md is the byte-level
+specification).  The decoder checks framing, order and CRC before it parses a payload,
+bounds every count before it allocates anything, and reports every defect as
+InvalidBitstreamError (NewerFormatError for a newer version).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -24,47 +21,76 @@ import numpy as np
 
 from nnc.bitstream import entropy
 from nnc.bitstream.entropy import ByteReader, ByteWriter
+from nnc.bitstream.framing import (
+    CHUNK_OVERHEAD,
+    FORMAT_VERSION,
+    MAGIC,
+    RAW_BYTES_VERSION,
+    TAG_END,
+    TAG_GROUP,
+    TAG_HEADER,
+    file_prefix,
+    frame_chunk,
+    iter_chunks,
+    read_version,
+)
 from nnc.bitstream.quantize import MAX_BITS, MIN_BITS, SCHEMES, QuantizedTensor
-from nnc.errors import InvalidBitstreamError, MediaError, NewerFormatError
-
-FORMAT_VERSION = 1
-# PNG-style signature: a non-ASCII first byte and CR LF / ^Z / LF catch text-mode
-# transfers and truncated "type" output early.
-MAGIC = b"\x89NNC\r\n\x1a\n"
-
-TAG_HEADER = b"HEAD"
-TAG_GROUP = b"TGRP"
-TAG_END = b"TEND"
-KNOWN_TAGS = (TAG_HEADER, TAG_GROUP, TAG_END)
-CHUNK_OVERHEAD = 12  # tag + length + CRC
+from nnc.errors import InvalidBitstreamError
+from nnc.fileio import read_at_most, write_atomically
 
 MAX_HEADER_JSON_BYTES = 1 << 20
 MAX_CODEC_NAME_BYTES = 64
 MAX_NAME_BYTES = 256
 MAX_GROUPS = 1024
-MAX_TENSORS_PER_GROUP = 4096
+MAX_TENSORS_PER_GROUP = 4096  # entries (tensors and raw byte strings) per group
 MAX_NDIM = 8
 MAX_TENSOR_ELEMENTS = 1 << 26
 MAX_FILE_ELEMENTS = 1 << 26  # all tensors of a file, constant ones included
 MAX_FILE_CODED_SYMBOLS = 1 << 25  # symbols that go through rANS
+# Largest file a reader accepts (and reads from a FIFO or device before refusing): a
+# file holds at most 2**26 elements, 64 MiB at 8 bits, so 4x that leaves room for side
+# information; the largest file nnc writes in practice is a few MB.
+MAX_FILE_BYTES = 1 << 28
 # Decoding time is linear in the coded symbols, and a skewed table makes symbols
 # nearly free in bytes; so a group's rANS stream must spend at least 1/16 bit per coded
 # symbol on average (beyond a small allowance).  A crafted file then cannot make the
 # decoder work much longer than its own size justifies.
 MAX_CODED_SYMBOLS_PER_STREAM_BYTE = 128
 CODED_SYMBOL_ALLOWANCE = 1 << 16
+MAX_RAW_BYTES = 1 << 26  # one raw-bytes entry
+MAX_FILE_RAW_BYTES = 1 << 26  # all raw-bytes entries of a file
 
 
 def _check_coded_symbols_per_byte(coded: int, stream_bytes: int) -> bool:
     return coded <= MAX_CODED_SYMBOLS_PER_STREAM_BYTE * stream_bytes + CODED_SYMBOL_ALLOWANCE
 _AXIS_NONE = 0xFF
 _SCHEME_CODES = {scheme: code for code, scheme in enumerate(SCHEMES)}
+# A raw-bytes entry has this code where a tensor descriptor has its scheme.
+RAW_BYTES_CODE = len(SCHEMES)
+
+
+@dataclass
+class RawBytes:
+    """Bytes stored as they are: no quantization, no entropy coding.  For payloads that
+    another coder has already compressed (CLC's CompressAI rANS strings)."""
+
+    name: str
+    data: bytes
 
 
 @dataclass
 class TensorGroup:
+    """Named tensors and raw byte strings; the file keeps the tensors first, then the
+    raw byte strings, each list in its order."""
+
     name: str
     tensors: list[QuantizedTensor] = field(default_factory=list)
+    raw_bytes: list[RawBytes] = field(default_factory=list)
+
+    @property
+    def min_version(self) -> int:
+        """The lowest format version that can hold this group."""
+        return RAW_BYTES_VERSION if self.raw_bytes else 1
 
 
 @dataclass
@@ -76,11 +102,6 @@ class Bitstream:
 
 # --------------------------------------------------------------------------------------
 # Encoding
-
-
-def _chunk(tag: bytes, payload: bytes) -> bytes:
-    head = tag + struct.pack("<I", len(payload))
-    return head + payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
 
 
 def _check_name(name: object, what: str, max_bytes: int) -> None:
@@ -174,16 +195,35 @@ def _write_descriptor(writer: ByteWriter, tensor: QuantizedTensor, symbols, offs
     entropy.write_model(writer, model)
 
 
+def _write_raw_bytes(writer: ByteWriter, entry: RawBytes, where: str, totals: dict) -> None:
+    if not isinstance(entry, RawBytes):
+        raise ValueError(f"{where}: expected RawBytes, got {type(entry).__name__}")
+    _check_name(entry.name, f"{where} name", MAX_NAME_BYTES)
+    if not isinstance(entry.data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{where}: data must be bytes, got {type(entry.data).__name__}")
+    data = bytes(entry.data)
+    if len(data) > MAX_RAW_BYTES:
+        raise ValueError(f"{where}: {len(data)} bytes exceed the limit of {MAX_RAW_BYTES}")
+    totals["raw"] += len(data)
+    if totals["raw"] > MAX_FILE_RAW_BYTES:
+        raise ValueError(f"{where}: the file's raw byte strings would exceed {MAX_FILE_RAW_BYTES} bytes")
+    writer.text(entry.name)
+    writer.u8(RAW_BYTES_CODE)
+    writer.uvarint(len(data))
+    writer.raw(data)
+
+
 def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
     where = f"group {index}"
     if not isinstance(group, TensorGroup):
         raise ValueError(f"{where}: expected a TensorGroup, got {type(group).__name__}")
     _check_name(group.name, f"{where} name", MAX_NAME_BYTES)
-    if len(group.tensors) > MAX_TENSORS_PER_GROUP:
-        raise ValueError(f"{where}: {len(group.tensors)} tensors exceed the limit of {MAX_TENSORS_PER_GROUP}")
+    entries = len(group.tensors) + len(group.raw_bytes)
+    if entries > MAX_TENSORS_PER_GROUP:
+        raise ValueError(f"{where}: {entries} tensors and raw byte strings exceed the limit of {MAX_TENSORS_PER_GROUP}")
     writer = ByteWriter()
     writer.text(group.name)
-    writer.uvarint(len(group.tensors))
+    writer.uvarint(entries)
     parts = []
     for position, tensor in enumerate(group.tensors):
         tensor_where = f"{where} ({group.name!r}) tensor {position} ({getattr(tensor, 'name', '?')!r})"
@@ -201,6 +241,9 @@ def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
             )
         _write_descriptor(writer, tensor, symbols, offset, scale, model)
         parts.append((symbols, model))
+    for position, entry in enumerate(group.raw_bytes):
+        _write_raw_bytes(writer, entry, f"{where} ({group.name!r}) raw bytes {position} "
+                                        f"({getattr(entry, 'name', '?')!r})", totals)
     stream = entropy.encode_symbols(parts)
     coded = sum(symbols.size for symbols, model in parts if model.is_coded)
     if not _check_coded_symbols_per_byte(coded, len(stream)):
@@ -211,20 +254,45 @@ def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
     return bytes(writer.buffer)
 
 
+def new_totals() -> dict:
+    """Running file-wide counts that the limits of FORMAT.md section 7 apply to."""
+    return {"elements": 0, "coded": 0, "raw": 0}
+
+
+def encode_header_payload(codec: str, header: dict) -> bytes:
+    """The HEAD chunk's payload; raises ValueError if it breaks the format's rules."""
+    return _encode_header(codec, header)
+
+
+def encode_group_payload(group: TensorGroup, index: int = 0, totals: dict | None = None) -> bytes:
+    """One TGRP chunk's payload (``index`` names the group in errors; ``totals`` carries
+    the file-wide limits across groups); raises ValueError if it breaks the format's rules."""
+    return _encode_group(group, index, new_totals() if totals is None else totals)
+
+
 def encode_bitstream(bs: Bitstream) -> bytes:
-    """Serialise a Bitstream; raises ValueError if it breaks the format's rules."""
+    """Serialise a Bitstream; raises ValueError if it breaks the format's rules.  The
+    version written is the lowest one that holds the file (1 without raw bytes)."""
     if len(bs.groups) > MAX_GROUPS:
         raise ValueError(f"{len(bs.groups)} groups exceed the limit of {MAX_GROUPS}")
-    out = [MAGIC, struct.pack("<H", FORMAT_VERSION), _chunk(TAG_HEADER, _encode_header(bs.codec, bs.header))]
-    totals = {"elements": 0, "coded": 0}
+    out = [frame_chunk(TAG_HEADER, _encode_header(bs.codec, bs.header))]
+    totals = new_totals()
+    version = 1
     for index, group in enumerate(bs.groups):
-        out.append(_chunk(TAG_GROUP, _encode_group(group, index, totals)))
-    out.append(_chunk(TAG_END, b""))
-    return b"".join(out)
+        out.append(frame_chunk(TAG_GROUP, _encode_group(group, index, totals)))
+        version = max(version, group.min_version)
+    out.append(frame_chunk(TAG_END, b""))
+    return file_prefix(version) + b"".join(out)
 
 
 # --------------------------------------------------------------------------------------
 # Decoding
+
+
+class _RawEntry(NamedTuple):
+    name: str
+    data: bytes
+    side_info_bytes: int  # name, code and length
 
 
 class _Descriptor(NamedTuple):
@@ -268,15 +336,27 @@ def _decode_header(payload: bytes) -> tuple[str, dict]:
     return codec, header
 
 
-def _read_tensor_descriptor(reader: ByteReader, position: int, totals: dict) -> _Descriptor:
+def _read_entry(reader: ByteReader, position: int, totals: dict, version: int) -> _Descriptor | _RawEntry:
+    """One group entry: a tensor descriptor, or (version 2 on) a raw byte string."""
     start = reader.pos
     what = f"tensor {position}"
     name = reader.text(f"{what} name", MAX_NAME_BYTES)
     what = f"tensor {position} ({name!r})"
     scheme_code = reader.u8(f"{what} scheme")
+    if scheme_code == RAW_BYTES_CODE and version >= RAW_BYTES_VERSION:
+        length = reader.uvarint(f"{what} raw byte count", MAX_RAW_BYTES)
+        totals["raw"] += length
+        if totals["raw"] > MAX_FILE_RAW_BYTES:
+            raise reader.fail(f"the file's raw byte strings exceed {MAX_FILE_RAW_BYTES} bytes")
+        data = reader.take(length, f"{what} raw bytes")
+        return _RawEntry(name, data, reader.pos - start - length)
     if scheme_code >= len(SCHEMES):
         raise reader.fail(f"{what} has unknown quantization scheme {scheme_code}")
-    scheme = SCHEMES[scheme_code]
+    return _read_tensor_descriptor(reader, name, what, SCHEMES[scheme_code], start, totals)
+
+
+def _read_tensor_descriptor(reader: ByteReader, name: str, what: str, scheme: str, start: int,
+                            totals: dict) -> _Descriptor:
     bits = reader.u8(f"{what} bits")
     if scheme == "minmax" and not MIN_BITS <= bits <= MAX_BITS or scheme == "step" and bits != 0:
         raise reader.fail(f"{what}: {bits} bits is invalid for scheme {scheme!r}")
@@ -314,12 +394,21 @@ def _read_tensor_descriptor(reader: ByteReader, position: int, totals: dict) -> 
     return _Descriptor(name, scheme, bits, tuple(shape), axis, offset, scale, model, elements, reader.pos - start)
 
 
-def _decode_group(payload: bytes, index: int, totals: dict, stats: list | None) -> TensorGroup:
+def _decode_group(payload: bytes, index: int, totals: dict, stats: list | None, version: int) -> TensorGroup:
     reader = ByteReader(payload, f"group {index}")
     name = reader.text("group name", MAX_NAME_BYTES)
     reader.context = f"group {index} ({name!r})"
     count = reader.uvarint("tensor count", MAX_TENSORS_PER_GROUP)
-    descriptors = [_read_tensor_descriptor(reader, position, totals) for position in range(count)]
+    descriptors: list[_Descriptor] = []
+    raw: list[_RawEntry] = []
+    for position in range(count):
+        entry = _read_entry(reader, position, totals, version)
+        if isinstance(entry, _RawEntry):
+            raw.append(entry)
+        elif raw:
+            raise reader.fail(f"tensor {position} ({entry.name!r}) follows a raw byte string; tensors come first")
+        else:
+            descriptors.append(entry)
     stream = reader.take(reader.uvarint("rANS stream length", len(payload)), "rANS stream")
     reader.expect_end("the rANS stream")
     coded = sum(d.elements for d in descriptors if d.model.is_coded)
@@ -331,14 +420,17 @@ def _decode_group(payload: bytes, index: int, totals: dict, stats: list | None) 
         QuantizedTensor(d.name, flat.reshape(d.shape), d.scheme, d.bits, d.axis, d.offset, d.scale)
         for d, flat in zip(descriptors, decoded)
     ]
+    raw_bytes = [RawBytes(entry.name, entry.data) for entry in raw]
     if stats is not None:
+        payload_bytes = len(stream) + sum(len(entry.data) for entry in raw)
         stats.append(
             {
                 "name": name,
                 "bytes": len(payload) + CHUNK_OVERHEAD,
-                "payload_bytes": len(stream),
-                "side_info_bytes": len(payload) + CHUNK_OVERHEAD - len(stream),
-                "num_symbols": int(sum(flat.size for flat in decoded)),
+                "payload_bytes": payload_bytes,
+                "side_info_bytes": len(payload) + CHUNK_OVERHEAD - payload_bytes,
+                "num_symbols": int(sum(flat.size for flat in decoded)) + sum(len(entry.data) for entry in raw),
+                # raw byte strings are listed as tensors of bytes (shape: their length)
                 "tensors": [
                     {
                         "name": d.name,
@@ -353,71 +445,51 @@ def _decode_group(payload: bytes, index: int, totals: dict, stats: list | None) 
                         "side_info_bytes": d.size_bytes,
                     }
                     for d, flat in zip(descriptors, decoded)
+                ]
+                + [
+                    {
+                        "name": entry.name,
+                        "shape": [len(entry.data)],
+                        "scheme": "bytes",
+                        "bits": 8,
+                        "axis": None,
+                        "entropy_model": "none",
+                        "entropy_params": {},
+                        "num_symbols": len(entry.data),
+                        "payload_bits": 8 * len(entry.data),
+                        "side_info_bytes": entry.side_info_bytes,
+                    }
+                    for entry in raw
                 ],
             }
         )
-    return TensorGroup(name, tensors)
+    return TensorGroup(name, tensors, raw_bytes)
 
 
 def _parse(data: bytes, stats: dict | None = None) -> Bitstream:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if len(data) < len(MAGIC) + 2:
-        if MAGIC.startswith(data[: len(MAGIC)]):
-            raise InvalidBitstreamError(f"truncated: only {len(data)} bytes")
-        raise InvalidBitstreamError("wrong magic bytes (not an .nnc file)")
-    if data[: len(MAGIC)] != MAGIC:
-        raise InvalidBitstreamError("wrong magic bytes (not an .nnc file)")
-    (version,) = struct.unpack_from("<H", data, len(MAGIC))
-    if version > FORMAT_VERSION:
-        raise NewerFormatError(
-            f"format version {version} is newer than version {FORMAT_VERSION} that this nnc reads; upgrade nnc"
-        )
-    if version == 0:
-        raise InvalidBitstreamError("format version 0 does not exist")
-    pos = len(MAGIC) + 2
+    version = read_version(data)
     codec = header = None
     groups: list[TensorGroup] = []
-    totals = {"elements": 0, "coded": 0}
+    totals = new_totals()
     group_stats: list | None = [] if stats is not None else None
-    while True:
-        if len(data) - pos < 8:
-            raise InvalidBitstreamError(f"truncated at offset {pos}: missing chunk header or end chunk")
-        tag = data[pos : pos + 4]
-        (length,) = struct.unpack_from("<I", data, pos + 4)
-        if tag not in KNOWN_TAGS:
-            raise InvalidBitstreamError(f"unknown chunk tag {tag!r} at offset {pos}")
-        end = pos + 8 + length
-        if end + 4 > len(data):
-            raise InvalidBitstreamError(
-                f"truncated: {tag.decode()} chunk at offset {pos} declares {length} bytes, "
-                f"{max(0, len(data) - pos - 12)} available"
-            )
-        (crc,) = struct.unpack_from("<I", data, end)
-        if zlib.crc32(data[pos:end]) != crc:
-            raise InvalidBitstreamError(f"CRC mismatch in {tag.decode()} chunk at offset {pos} (corrupted file)")
-        payload = data[pos + 8 : end]
+    for pos, tag, payload in iter_chunks(data):
         if tag == TAG_HEADER:
             if codec is not None:
                 raise InvalidBitstreamError(f"duplicate HEAD chunk at offset {pos}")
             codec, header = _decode_header(payload)
             if stats is not None:
-                stats["header_bytes"] = length + CHUNK_OVERHEAD
+                stats["header_bytes"] = len(payload) + CHUNK_OVERHEAD
         elif codec is None:
             raise InvalidBitstreamError(f"{tag.decode()} chunk at offset {pos} before the HEAD chunk")
         elif tag == TAG_GROUP:
             if len(groups) >= MAX_GROUPS:
                 raise InvalidBitstreamError(f"more than {MAX_GROUPS} tensor groups")
-            groups.append(_decode_group(payload, len(groups), totals, group_stats))
-        else:  # TAG_END
-            if length:
-                raise InvalidBitstreamError("end chunk must be empty")
-            pos = end + 4
-            break
-        pos = end + 4
-    if pos != len(data):
-        raise InvalidBitstreamError(f"{len(data) - pos} bytes of trailing data after the end chunk")
+            groups.append(_decode_group(payload, len(groups), totals, group_stats, version))
+        elif payload:  # TAG_END
+            raise InvalidBitstreamError("end chunk must be empty")
     if stats is not None:
         stats.update(format_version=version, groups=group_stats)
     return Bitstream(codec, header, groups)
@@ -475,44 +547,37 @@ def write_bitstream_file(path: str | os.PathLike, bs: Bitstream) -> int:
 
 
 def write_file_atomically(path: str | os.PathLike, data: bytes) -> int:
-    """Write ``data`` under a temporary name in the same directory, then os.replace;
-    returns the number of bytes written.  On any failure the target is left untouched
-    and no temporary file remains.  OSError -> MediaError."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    """Write ``data`` to ``path``; returns the number of bytes written.
+
+    A regular file (or the file a symlink points to) is written under a temporary name
+    in the same directory, then renamed over the target: on any failure, and on
+    SIGTERM/SIGHUP as on Ctrl-C, the target is left untouched and no temporary file
+    remains.  ``-`` (stdout), FIFOs and character devices are written straight into.
+    OSError -> MediaError.  (One implementation, :func:`nnc.fileio.write_atomically`,
+    serves media too.)"""
+    return write_atomically(path, data)
+
+
+def read_bitstream_bytes(path: str | os.PathLike) -> bytes:
+    """A .nnc file's bytes, read with a bound: at most MAX_FILE_BYTES, also from FIFOs
+    and devices, which have no size (``nnc info /dev/urandom`` stops at once).  A file
+    that does not start with the magic bytes is refused after reading 8 bytes."""
+    name = os.fspath(path)
     try:
-        # O_EXCL: never clobber a file of the same name; mode 0o666 lets the umask
-        # decide the final permissions, as for any ordinary output file.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with open(name, "rb") as handle:
+            start = handle.read(len(MAGIC))
+    except IsADirectoryError:
+        raise InvalidBitstreamError(f"cannot read {name}: it is a folder") from None
     except OSError as exc:
-        raise MediaError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise MediaError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    return len(data)
+        raise InvalidBitstreamError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if start != MAGIC:
+        # A foreign file (say a video passed by mistake) fails fast, unread; a FIFO
+        # loses these bytes, but it was not an .nnc file anyway.
+        decode_bitstream(start)
+        raise InvalidBitstreamError("wrong magic bytes (not an .nnc file)")  # not reached
+    return read_at_most(name, MAX_FILE_BYTES, InvalidBitstreamError, "valid .nnc file")
 
 
 def read_bitstream_file(path: str | os.PathLike) -> Bitstream:
     """Read and decode a .nnc file; an unreadable file is an InvalidBitstreamError."""
-    try:
-        with open(path, "rb") as handle:
-            start = handle.read(len(MAGIC))
-            if start != MAGIC:
-                # A foreign file (say a video passed by mistake) fails fast, unread.
-                return decode_bitstream(start)
-            data = start + handle.read()
-    except OSError as exc:
-        raise InvalidBitstreamError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
-    return decode_bitstream(data)
+    return decode_bitstream(read_bitstream_bytes(path))

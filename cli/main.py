@@ -17,6 +17,8 @@ import click
 
 from .. import __version__
 from ..errors import NncError
+from ..codec.registry import DEFAULT_CODEC, codec_names
+from .codec_options import CodecOptionsCommand, all_codecs, build_options, codec_options, given_values
 from .errors import _raise_keyboard_interrupt, reports_errors
 from .report import report as report_command
 from .train import train as train_command
@@ -88,10 +90,13 @@ def media_options(function):
 def read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames):
     from ..media import read_video
 
-    return read_video(
-        path, size=frame_size, pix_fmt=pix_fmt, fps=parse_fps(fps), color_matrix=color_matrix,
-        color_range=color_range, max_frames=max_frames,
-    )
+    return read_video(path, **media_settings(frame_size, pix_fmt, fps, color_matrix, color_range, max_frames))
+
+
+def media_settings(frame_size, pix_fmt, fps, color_matrix, color_range, max_frames) -> dict:
+    """:func:`nnc.media.read_video`'s options from the media options."""
+    return dict(size=frame_size, pix_fmt=pix_fmt, fps=parse_fps(fps), color_matrix=color_matrix,
+                color_range=color_range, max_frames=max_frames)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,100 +105,43 @@ def main():
     """nnc: neural video codecs. Encode a video into a .nnc file and decode it back."""
 
 
-@main.command()
+def _appendable_codecs():
+    from ..codec.files import appendable_codecs
+
+    return appendable_codecs()
+
+
+@main.command(cls=CodecOptionsCommand, codec_params=lambda: codec_options(all_codecs()))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The .nnc file to write.")
-@click.option("--model", default="hnerv", show_default=True, help="Registered codec name: hnerv, nerv, nervpp (NeRV++) or nirvana.")
-@click.option("--size", "sizes", multiple=True,
-              help="Model size in parameters (1.5M, 375k); or WxH, the frame size of raw .yuv input. Repeatable.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default 300).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per training step (default: HNeRV 2, NeRV/NeRV++ 1).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default: HNeRV 1e-3, NeRV/NeRV++ 5e-4).")
-@click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="l2 (HNeRV default), or fusion6 = 0.7 L1 + 0.3 (1 - SSIM) (NeRV/NeRV++ default).")
-@click.option("--weight-bits", type=click.IntRange(2, 16), help="Quantization bits of weights (default 8).")
-@click.option("--embed-bits", type=click.IntRange(2, 16), help="Quantization bits of embeddings (default 6; HNeRV only).")
-@click.option("--quant-axis", type=click.Choice(["cost", "error"]),
-              help="Per-tensor or per-channel quantization: 'cost' counts the per-channel parameters' bits "
-                   "(default), 'error' is HNeRV's lowest-error rule.")
-@click.option("--prune", "prune", type=click.FloatRange(0, 1, max_open=True), metavar="FRACTION_REMOVED",
-              help="NeRV/NeRV++: fraction of weights removed by global magnitude pruning before fine-tuning "
-                   "(default 0.4 as in NeRV; 0 disables). Masks are stored in the file and counted. HNeRV ignores it.")
-@click.option("--finetune-epochs", type=click.IntRange(min=0),
-              help="NeRV/NeRV++: fine-tuning epochs after pruning, masks fixed (default 10% of --epochs).")
-@click.option("--lambda", "rate_lambda", type=click.FloatRange(min=0),
-              help="NIRVANA: weight of the estimated bits in the training loss (the rate-distortion knob).")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="NIRVANA: processes fitting independent chains of frame groups in parallel.")
-@click.option("--quality", type=click.IntRange(min=1),
-              help="Image codecs (CLC): quality index of the shipped rate points, 1 (smallest) to 6.")
-@click.option("--fso/--no-fso", "fso", default=None,
-              help="PFNR: replace one stride-2 stage by the Fourier subneural operator (default: on where the "
-                   "frame size has a stride-2 stage).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue an interrupted encode from OUT.nnc.ckpt.")
-@click.option("--checkpoint-interval", type=click.FloatRange(min=0), default=300, show_default=True,
-              help="Seconds between training checkpoints (OUT.nnc.ckpt, removed on success); 0 disables.")
+@click.option("--model", default=DEFAULT_CODEC, show_default=True,
+              help=f"Registered codec: {', '.join(codec_names())}.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @media_options
 @reports_errors
-def encode(inputs, output, model, sizes, epochs, batch_size, lr, loss, weight_bits, embed_bits, quant_axis, prune,
-           finetune_epochs, rate_lambda, workers, quality, fso, seed, device, resume,
-           checkpoint_interval, quiet,
-           pix_fmt, fps, color_matrix, color_range, max_frames):
+def encode(inputs, output, model, sizes, quiet, pix_fmt, fps, color_matrix, color_range, max_frames, **values):
     """Fit a neural representation to INPUTS and write it as a .nnc file.
 
-    Video codecs take one video; ``--model pfnr`` takes several (one session each);
-    image codecs (``--model clc``) take one image.
+    Video codecs take one video; multi-video codecs take several (one session each);
+    image codecs take one image.
     """
-    from ..codec.api import check_output_path, encode_video
-    from ..codec.base import EncodeOptions
+    from ..codec.files import encode_file
     from ..codec.registry import get_codec
-    from ..media import describe_colour
 
-    codec_class = get_codec(model)  # fail on a typo, or an output that cannot be written, before reading
-    kind = getattr(codec_class, "kind", "video")  # "video", "video-set" (PFNR) or "image" (CLC)
-    check_output_path(output)
-    if kind != "video-set" and len(inputs) != 1:
-        raise NncError(f"--model {model} encodes one input; got {len(inputs)} (several videos need --model pfnr)")
+    codec = get_codec(model)  # fail on a typo before anything is read
+    frame_size, model_size = parse_sizes(sizes)
+    options = build_options(codec, given_values(all_codecs(), dict(values, size=model_size)),
+                            show_progress=not quiet)
     # `kill` (SIGTERM) gets the same treatment as Ctrl-C: save a checkpoint, then exit.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    frame_size, model_size = parse_sizes(sizes)
-    options = EncodeOptions(
-        size=model_size, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, seed=seed, device=device,
-        weight_bits=weight_bits, embed_bits=embed_bits, quant_axis=quant_axis, prune=prune,
-        finetune_epochs=finetune_epochs, show_progress=not quiet,
-        checkpoint_interval=checkpoint_interval, resume=resume,
-        rate_lambda=rate_lambda, workers=workers, quality=quality, fso=fso,
-    )
-    if kind == "image":
-        from .image import encode_image_command
+    report = encode_file(list(inputs), output, model, options,
+                         media=media_settings(frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
+                         log=_progress_line(quiet))
+    click.echo(report.summary())
 
-        encode_image_command(inputs[0], output, model, options, quiet=quiet)
-        return
-    if kind == "video-set":
-        from .video_set import encode_video_set_command
 
-        encode_video_set_command(
-            inputs, output, model, options, quiet=quiet,
-            read=lambda path: read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
-        )
-        return
-    input = inputs[0]
-    video = read_input(input, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames)
-    info = video.info
-    if not quiet:
-        click.echo(
-            f"{input}: {info.width}x{info.height}, {info.num_frames} frames @ {float(info.fps):.3f} fps, "
-            f"{info.pix_fmt}, colour {describe_colour(info, overridden=bool(color_matrix or color_range))}",
-            err=True,
-        )
-    report = encode_video(video, output, model, options)
-    click.echo(
-        f"wrote {report.path}: {report.file_bytes} bytes, {report.bpp:.4f} bpp, "
-        f"PSNR {report.psnr:.2f} dB (RGB, after quantization), "
-        f"{report.stats.get('model_size', 0) / 1e6:.3f}M parameters, {report.encode_seconds:.1f} s"
-    )
+def _progress_line(quiet: bool):
+    return (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
 
 
 @main.command()
@@ -208,11 +156,11 @@ def encode(inputs, output, model, sizes, epochs, batch_size, lr, loss, weight_bi
 @click.option("--frames", "frame_range", metavar="START:STOP",
               help="Decode only frames START (inclusive) to STOP (exclusive), counted from 0.")
 @click.option("--video", "video_index", type=click.IntRange(min=0),
-              help="Multi-video (PFNR) files: which video to decode, counted from 0.")
+              help="Multi-video files: which video to decode, counted from 0.")
 @reports_errors
 def decode(input, output, format_, crf, device, batch_size, frame_range, video_index):
     """Decode a .nnc file into a video (or, for image codecs, an image)."""
-    from ..codec.api import decode_file
+    from ..codec.files import decode_file
 
     info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size,
                                 frame_range=parse_frame_range(frame_range), video_index=video_index)
@@ -222,41 +170,35 @@ def decode(input, output, format_, crf, device, batch_size, frame_range, video_i
     )
 
 
-@main.command()
+# Options a set takes from its first encode (and the checkpoints append does not write).
+APPEND_FIXED = ("size", "fso", "resume", "checkpoint_interval")
+
+
+@main.command(cls=CodecOptionsCommand, codec_params=lambda: codec_options(_appendable_codecs(), APPEND_FIXED))
 @click.argument("set_path", metavar="SET", type=click.Path(path_type=Path))
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("--size", "sizes", multiple=True, help="WxH, the frame size of raw .yuv input.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs of the new session (default 150).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Frames per training step (default 1).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default 5e-4).")
-@click.option("--loss", type=click.Choice(["l2", "fusion6"]), help="Training loss (default fusion6).")
-@click.option("--weight-bits", type=click.IntRange(2, 16), help="Quantization bits of the new weights (default 8).")
-@click.option("--prune", "prune", type=click.FloatRange(0.05, 0.95), metavar="FRACTION_LEFT_OUT",
-              help="Fraction of each layer the new session's mask leaves out (default 0.5).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @media_options
 @reports_errors
-def append(set_path, input, sizes, epochs, batch_size, lr, loss, weight_bits, prune, seed, device, quiet,
-           pix_fmt, fps, color_matrix, color_range, max_frames):
-    """Learn INPUT into the multi-video (PFNR) file SET as one more video.
+def append(set_path, input, sizes, quiet, pix_fmt, fps, color_matrix, color_range, max_frames, **values):
+    """Learn INPUT into the multi-video file SET as one more video.
 
     Earlier videos keep decoding to identical frames; their bytes are copied unchanged
     and SET is replaced atomically."""
-    from ..codec.base import EncodeOptions
-    from .video_set import append_video_command
+    from ..codec.files import append_file, codec_of_set
 
     frame_size, model_size = parse_sizes(sizes)
     if model_size is not None:
         raise NncError("append: the set's model size is fixed by its first encode; --size here is WxH of raw input")
+    codec = codec_of_set(set_path)  # a wrong or unwritable SET fails before the input is read
+    options = build_options(codec, given_values(_appendable_codecs(), values), show_progress=not quiet,
+                            checkpoint_interval=0)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    options = EncodeOptions(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, weight_bits=weight_bits,
-                            prune=prune, seed=seed, device=device, show_progress=not quiet, checkpoint_interval=0)
-    append_video_command(
-        set_path, input, options, quiet=quiet,
-        read=lambda path: read_input(path, frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
-    )
+    report = append_file(set_path, input, options,
+                         media=media_settings(frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
+                         log=_progress_line(quiet))
+    click.echo(report.summary())
 
 
 @main.command()
@@ -265,9 +207,9 @@ def append(set_path, input, sizes, epochs, batch_size, lr, loss, weight_bits, pr
 @reports_errors
 def info(input, as_json):
     """Show a .nnc file's header, chunks and where its bytes go."""
-    from .info import describe_file
+    from ..codec.files import describe
 
-    description = describe_file(input)
+    description = describe(input)
     if as_json:
         click.echo(json.dumps(description["data"], indent=2))
     else:
@@ -298,7 +240,8 @@ def eval_command(reference, distorted, sizes, as_json, pix_fmt, fps, color_matri
     click.echo(
         f"{distorted} vs {reference}: {result['meta']['frames']} frames {result['meta']['resolution']}\n"
         f"  PSNR-RGB {r['psnr-rgb']:.3f} dB   PSNR-YUV(6:1:1) {r['psnr-yuv']:.3f} dB "
-        f"(Y {r['psnr-y']:.2f} U {r['psnr-u']:.2f} V {r['psnr-v']:.2f})\n"
+        + (f"(Y {r['psnr-y']:.2f} U {r['psnr-u']:.2f} V {r['psnr-v']:.2f}"
+           if r["psnr-u"] is not None else f"(Y {r['psnr-y']:.2f}, gray") + f", on {result['meta']['yuv_planes']})\n"
         f"  MS-SSIM-RGB {ms}   bpp {r['bpp']:.5f} ({r['bytes']} bytes)"
     )
 

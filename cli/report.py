@@ -37,13 +37,17 @@ from .errors import reports_errors
 @click.option("--address", help="Ray cluster address (default: start a local Ray instance).")
 @click.option("--overlay", "overlays", multiple=True, type=click.Path(path_type=Path),
               help="Published curves to draw dashed: CompressAI results JSON or uvg-results CSV (repeatable).")
+@click.option("--bitstream", "bitstreams", multiple=True, type=click.Path(path_type=Path),
+              help="An existing .nnc file of the (single) input, decoded and measured as one point (repeatable).")
+@click.option("--bpp-axis", type=click.Choice(["log", "linear"]), default="log", show_default=True,
+              help="Scale of the plots' bpp axis.")
 @click.option("--per-input-plots/--no-per-input-plots", default=True, show_default=True,
               help="Plots for every input besides the dataset average (the average is always drawn).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Report folder.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
 def report(dataset, root, codecs, rates, frames, crop, epochs, device, seed, anchor, jobs, threads, backend, address,
-           overlays, per_input_plots, output, quiet):
+           overlays, bitstreams, bpp_axis, per_input_plots, output, quiet):
     """Run every (input, codec, rate point); write results JSON, summary.csv, BD tables, RD plots, index.html.
 
     Finished jobs are cached in OUTPUT/cache: re-running the same command (or an extended
@@ -57,7 +61,7 @@ def report(dataset, root, codecs, rates, frames, crop, epochs, device, seed, anc
         dataset=dataset, root=root, output=output, codecs=[c.strip() for c in codecs.split(",") if c.strip()],
         rates=list(rates), frames=frames, crop=parse_crop(crop), epochs=epochs, device=device, seed=seed,
         anchor=anchor, jobs=jobs, threads=threads, backend=backend, address=address, overlays=list(overlays),
-        per_input_plots=per_input_plots,
+        bitstreams=list(bitstreams), bpp_axis=bpp_axis, per_input_plots=per_input_plots,
         progress=not quiet, command="nnc " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     )
     try:

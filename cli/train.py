@@ -67,34 +67,13 @@ def train_clc_command(data, rate_lambda, steps, output, init, no_conditioning, q
 def train_clc_dictionary_command(data, weights, output, entries, crop, pca_dim, seed, threads, quiet):
     """Build CLC's dictionary: pyramid-pooled features, PCA, k-means; entries are real crops."""
     import torch
-    from tqdm import tqdm
 
-    from ..codec.clc_training import image_files
-    from ..errors import NncError
-    from ..media.image import read_image
-    from ..models.clc import load_weights
-    from ..models.clc_dictionary import build_dictionary, file_sha256
+    from ..codec.clc_training import train_clc_dictionary
 
     if threads:
         torch.set_num_threads(threads)
-    if crop % 64:
-        raise NncError("--crop must be a multiple of 64")
-    try:
-        model, _ = load_weights(weights)
-    except (OSError, KeyError, ValueError, RuntimeError) as error:
-        raise NncError(f"--weights {weights}: not a CLC weights file ({str(error).splitlines()[0]})") from None
-    images = [read_image(path) for path in image_files(data)]
-    bar = tqdm(total=None, desc="dictionary features", unit="crop", disable=quiet)
-
-    def progress(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    dictionary = build_dictionary(model, images, entries=entries, crop=crop, pca_dim=pca_dim, seed=seed,
-                                  weights_sha256=file_sha256(weights), progress=progress)
-    bar.close()
-    sha = dictionary.save(output)
-    click.echo(f"{output}: {dictionary.size} entries of {crop}x{crop} from {dictionary.meta['candidates']} crops, "
-               f"PCA {dictionary.meta['pca_dim']} dims ({dictionary.meta['explained_variance']:.0%} of the variance), "
-               f"sha256 {sha[:16]}")
+    meta = train_clc_dictionary(data, weights, output, entries=entries, crop=crop, pca_dim=pca_dim, seed=seed,
+                                show_progress=not quiet)
+    click.echo(f"{output}: {meta['entries']} entries of {crop}x{crop} from {meta['candidates']} crops, "
+               f"PCA {meta['pca_dim']} dims ({meta['explained_variance']:.0%} of the variance), "
+               f"sha256 {meta['sha256'][:16]}")

@@ -1,16 +1,27 @@
-"""The contract every video codec in nnc fulfils.
+"""The contract every codec in nnc fulfils, and the options every codec shares.
 
-A codec turns a :class:`~nnc.media.Video` into named groups of quantized integer
-tensors plus a JSON-serialisable model header (``compress``), and turns those back
-into frames (``decompress``).  It never sees files: :mod:`nnc.codec.api` wraps the
-result in the container of :mod:`nnc.bitstream` and writes or reads it.
+A codec (a :class:`Codec` subclass, registered by name with
+:func:`~nnc.codec.registry.register_codec`) turns a :class:`~nnc.media.Video` into named
+groups of quantized integer tensors plus a JSON-serialisable model header
+(``compress``), and turns those back into frames (``decompress``).  It never sees
+files: :mod:`nnc.codec.files` wraps the result in the container of :mod:`nnc.bitstream`
+and writes or reads it.
+
+Each codec declares its options as a dataclass (``Codec.Options``, a subclass of
+:class:`CodecOptions`): the fields, their defaults and their help texts are written
+there once; ``nnc encode`` builds its command-line options from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
+import platform
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -21,30 +32,99 @@ if TYPE_CHECKING:
     from ..bitstream import TensorGroup
 
 
-@dataclass
-class EncodeOptions:
-    """Settings of one encode.  Fields a codec does not use are ignored by it."""
+class CodecKind(str, enum.Enum):
+    """What a codec codes; :mod:`nnc.codec.files` is the one place that acts on it."""
 
-    size: float | None = None  # target model size in parameters (decoder + embeddings)
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    loss: str | None = None  # "l2" or "fusion6" (0.7 L1 + 0.3 (1 - SSIM))
-    seed: int = 0
-    device: str = "auto"
-    weight_bits: int | None = None
-    embed_bits: int | None = None
-    quant_axis: str | None = None  # "cost" (side info counted) or "error" (HNeRV's rule)
-    prune: float | None = None  # fraction of weights removed by magnitude pruning (NeRV: 0.4; 0 disables)
-    finetune_epochs: int | None = None  # epochs of fine-tuning with the pruning masks fixed
-    show_progress: bool = True
-    checkpoint_path: str | None = None  # where training state is saved; None: no checkpoints
-    checkpoint_interval: float = 300.0  # seconds between checkpoints
-    resume: bool = False  # continue from checkpoint_path
-    rate_lambda: float | None = None  # rate-distortion trade-off of codecs trained with a rate term (NIRVANA)
-    workers: int | None = None  # processes fitting independent parts in parallel (NIRVANA group chains)
-    quality: int | None = None  # quality index of codecs with shipped rate points (CLC: 1..6)
-    fso: bool | None = None  # PFNR: Fourier subneural operator stage on/off (None: on where the frame size allows)
+    VIDEO = "video"  # one video per file
+    VIDEO_SET = "video-set"  # several videos in one growing file (PFNR)
+    IMAGE = "image"  # one still image (a clip is coded frame by frame)
+
+
+def option(default: Any, help: str, *, flag: str | None = None, choices: tuple | None = None,
+           low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+           metavar: str | None = None) -> Any:
+    """A codec option: its default and help text, written once.
+
+    ``flag`` is the command-line name when it is not the field's (``--lambda`` for
+    ``rate_lambda``); ``choices``, ``low`` and ``high`` (inclusive unless ``low_open`` or
+    ``high_open``) are checked by :meth:`CodecOptions.validate` whoever builds the options.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "low": low,
+                                            "high": high, "low_open": low_open, "high_open": high_open,
+                                            "metavar": metavar})
+
+
+def flag_of(item: dataclasses.Field) -> str:
+    """The command-line spelling of an option field: ``--batch-size`` for ``batch_size``."""
+    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+
+
+def describe_range(meta) -> str:
+    """``between 2 and 16``, ``at least 1``, ``greater than 0``, ``in [0, 1)``."""
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and high is not None:
+        if meta.get("low_open") or meta.get("high_open"):
+            return f"in {'(' if meta.get('low_open') else '['}{low}, {high}{')' if meta.get('high_open') else ']'}"
+        return f"between {low} and {high}"
+    if low is not None:
+        return f"greater than {low}" if meta.get("low_open") else f"at least {low}"
+    return f"below {high}" if meta.get("high_open") else f"at most {high}"
+
+
+@dataclass
+class CodecOptions:
+    """Options every codec has.  A codec's ``Options`` subclass adds its own fields."""
+
+    seed: int = option(0, "Random seed of initialisation and data order.")
+    device: str = option("auto", "Device to train on.", choices=("auto", "cpu", "cuda"))
+    show_progress: bool = option(True, "Progress bar on stderr.")
+    checkpoint_path: str | None = option(None, "Where training state is saved (default OUT.nnc.ckpt); None: no checkpoints.")
+    checkpoint_interval: float = option(300.0, "Seconds between training checkpoints (OUT.nnc.ckpt, removed on "
+                                               "success); 0 disables.", low=0)
+    resume: bool = option(False, "Continue an interrupted encode from OUT.nnc.ckpt.")
+
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {item.name: item for item in dataclasses.fields(cls)}
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        """Each field's value type (``int`` for ``int | None``)."""
+        hints = typing.get_type_hints(cls)
+        types = {}
+        for name in cls.fields():
+            hint = hints[name]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            types[name] = args[0] if args else hint
+        return types
+
+    @classmethod
+    def codec_fields(cls) -> list[str]:
+        """The fields this codec adds to the shared ones, in declaration order."""
+        shared = CodecOptions.fields()
+        return [name for name in cls.fields() if name not in shared]
+
+    def validate(self) -> None:
+        """Check every value against its field's choices and range: a one-line error naming the flag."""
+        for name, item in self.fields().items():
+            value = getattr(self, name)
+            meta = item.metadata
+            if value is None:
+                continue
+            if meta.get("choices") and value not in meta["choices"]:
+                raise NncError(f"{flag_of(item)} must be one of {', '.join(map(str, meta['choices']))}")
+            low, high = meta.get("low"), meta.get("high")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(float(value)):
+                    raise NncError(f"{flag_of(item)} must be a finite number")
+                too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+                too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
+                if too_low or too_high:
+                    raise NncError(f"{flag_of(item)} must be {describe_range(meta)}")
+
+    def settings(self) -> dict:
+        """The codec's own option values: recorded in the file's encoder record."""
+        return {name: getattr(self, name) for name in self.codec_fields()}
 
     def checkpoint_policy(self, frames, settings: dict):
         """The checkpoint policy for a training run on ``frames`` with ``settings``."""
@@ -68,12 +148,36 @@ class CompressedVideo:
     stats: dict = field(default_factory=dict)  # train loss/PSNR, timings, parameter counts
 
 
-class VideoCodec:
-    """Base class of the registered video codecs (see :func:`register_codec`)."""
+class Codec:
+    """Base class of the registered codecs (see :func:`~nnc.codec.registry.register_codec`).
 
-    name: str = ""
+    A subclass sets ``kind``, its ``Options`` dataclass and, for reports, ``rate_option``
+    (the option a rate sweep varies), and implements ``compress`` and ``decompress``.
+    """
 
-    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+    name: str = ""  # set by register_codec
+    kind: CodecKind = CodecKind.VIDEO
+    Options: type[CodecOptions] = CodecOptions
+    rate_option: str = "size"
+
+    @classmethod
+    def make_options(cls, **values) -> CodecOptions:
+        """This codec's options from ``values`` (None: the default), checked; a value for an
+        option the codec does not have is an error."""
+        known = cls.Options.fields()
+        unknown = [name for name, value in values.items() if value is not None and name not in known]
+        if unknown:
+            names = ", ".join("--" + name.replace("_", "-") for name in unknown)
+            raise NncError(f"{names} does not apply to --model {cls.name}")
+        options = cls.Options(**{k: v for k, v in values.items() if v is not None})
+        options.validate()
+        return options
+
+    def check_options(self, options: CodecOptions) -> None:
+        """Refuse bad options before any input is read or any training starts."""
+        options.validate()
+
+    def compress(self, video, options: CodecOptions) -> CompressedVideo:
         raise NotImplementedError
 
     def decompress(
@@ -97,6 +201,15 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise NncError(f"unknown device {name!r} (use auto, cpu or cuda)")
     return torch.device(name)
+
+
+def machine_description() -> dict:
+    """Where an encode or a benchmark ran (recorded in results next to timings)."""
+    description = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                   "python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        description["gpu"] = torch.cuda.get_device_name(0)
+    return description
 
 
 def frames_to_float(frames: np.ndarray | torch.Tensor, max_value: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Training checkpoints, so that a long encode survives Ctrl-C, a kill or a crash.
 
-A checkpoint holds the model and optimiser state, the position in the schedule and the
-data-order RNG, plus a fingerprint of the input and settings: ``--resume`` refuses a
-checkpoint made for another clip or other settings.  Files are written atomically
+A checkpoint holds the model and optimiser state, the position in the schedule, the
+data-order RNG and the training hooks' state (e.g. the time a budget has spent), plus a
+fingerprint of the input and settings: ``--resume`` refuses a checkpoint made for
+another clip or other settings.  Files are written atomically
 (temporary file, then rename) and read with ``torch.load(weights_only=True)``, which
 only rebuilds tensors and plain containers (no arbitrary objects are unpickled).
 """

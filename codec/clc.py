@@ -2,7 +2,8 @@
 
 Each image (each frame, when a clip is given: all-intra coding) is padded to a
 multiple of 64 by edge replication, coded by the CLC model of the chosen quality, and
-cropped back at decode.  The file holds, per image, one uint8 tensor with the
+cropped back at decode.  The file holds, per image, one raw byte string (format version
+2; earlier files: an 8-bit tensor, still read) with the
 CompressAI rANS strings (z, then one per latent slice) and, in the header, the
 string lengths and the k dictionary entries the encoder picked; the header also names
 the quality, the first 16 hex digits of the weights' and the dictionary's SHA-256,
@@ -24,6 +25,7 @@ import contextlib
 import functools
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,22 +33,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..bitstream import QuantizedTensor, TensorGroup
+from ..bitstream import RawBytes, TensorGroup
 from ..errors import InvalidBitstreamError, NncError
-from ..models.clc import PAD_MULTIPLE, CLCConfig, load_weights
-from ..models.clc_dictionary import file_sha256, load_dictionary
-from .base import CompressedVideo, EncodeOptions, VideoCodec, frames_to_float
+from ..models.clc import PAD_MULTIPLE, CLCConfig
+from .clc_weights import file_sha256, load_dictionary, load_weights
+from .base import Codec, CodecKind, CodecOptions, CompressedVideo, frames_to_float, option
 from .registry import register_codec
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "clc"
 WEIGHTS_ENV = "NNC_CLC_WEIGHTS"
 DEFAULT_QUALITY = 3
+QUALITY_FILE = re.compile(r"q(\d+)\.safetensors")
 HASH_DIGITS = 16  # 64 bits of SHA-256 identify weights and dictionary in the header
 MAX_PIXELS = 1 << 26
 # A file may not ask for much more latent decoding than its bytes justify (a header
 # edit that enlarges the image would otherwise buy minutes of decoding for free).
 SYMBOLS_PER_BYTE = 4096
 FREE_SYMBOLS = 1 << 20
+
+
+def quality_files(directory: Path) -> dict[int, Path]:
+    """The rate points of a weights folder: quality index -> ``q<N>.safetensors``."""
+    return {int(m[1]): p for p in Path(directory).glob("q*.safetensors") if (m := QUALITY_FILE.fullmatch(p.name))}
 
 
 def weights_dir() -> Path:
@@ -70,8 +78,7 @@ class CLCBundle:
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise NncError(f"CLC weights folder {self.directory} does not exist (set {WEIGHTS_ENV} or reinstall nnc)")
-        self.files = {int(m[1]): p for p in self.directory.glob("q*.safetensors")
-                      if (m := re.fullmatch(r"q(\d+)\.safetensors", p.name))}
+        self.files = quality_files(self.directory)
         if not self.files:
             raise NncError(f"no CLC weights (q<N>.safetensors) in {self.directory}")
         self.dictionary_path = self.directory / "dictionary.safetensors"
@@ -136,7 +143,7 @@ def pad_image(x: torch.Tensor) -> torch.Tensor:
 
 
 class CodedImage:
-    """One image's coded form: header entry (references, string lengths) and the byte tensor."""
+    """One image's coded form: header entry (references, string lengths) and the rANS strings."""
 
     def __init__(self, references: list[int], strings: list[bytes], y_hat: torch.Tensor):
         self.references = references
@@ -146,10 +153,24 @@ class CodedImage:
     def header(self) -> dict:
         return {"references": self.references, "lengths": [len(s) for s in self.strings]}
 
-    def tensor(self, index: int) -> QuantizedTensor:
-        data = np.frombuffer(b"".join(self.strings), dtype=np.uint8).copy()
-        return QuantizedTensor(name=f"streams{index}", symbols=data, scheme="minmax", bits=8, axis=None,
-                               offset=np.zeros(1, np.float32), scale=np.ones(1, np.float32))
+    def raw_bytes(self, index: int) -> RawBytes:
+        """The strings as the file stores them: one raw byte string (already entropy coded)."""
+        return RawBytes(f"streams{index}", b"".join(self.strings))
+
+
+def frame_streams(group: TensorGroup, index: int) -> bytes:
+    """The rANS strings of frame ``index``: a raw byte string, or in files written before
+    format version 2, the same bytes dressed as a 1-D 8-bit minmax tensor."""
+    name = f"streams{index}"
+    if not group.tensors and len(group.raw_bytes) == 1 and group.raw_bytes[0].name == name:
+        return group.raw_bytes[0].data
+    if not group.raw_bytes and len(group.tensors) == 1 and group.tensors[0].name == name:
+        tensor = group.tensors[0]
+        symbols = np.asarray(tensor.symbols)
+        if symbols.ndim != 1 or tensor.scheme != "minmax" or tensor.bits != 8:
+            raise InvalidBitstreamError(f"CLC frame {index}: streams must be one row of bytes")
+        return symbols.astype(np.uint8).tobytes()
+    raise InvalidBitstreamError(f"CLC frame {index} must hold one byte string {name}")
 
 
 def encode_image_tensor(bundle: CLCBundle, quality: int, image: torch.Tensor) -> CodedImage:
@@ -197,9 +218,9 @@ def _check_header(bundle: CLCBundle, model_header: dict):
     return model, sha
 
 
-def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, streams: np.ndarray,
+def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, streams: bytes,
                         height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One coded image -> ((1, 3, height, width) float in [0, 1], y_hat)."""
+    """One coded image (``streams``: its rANS strings) -> ((1, 3, height, width) float in [0, 1], y_hat)."""
     model, sha = _check_header(bundle, model_header)
     config = model.config
     if not isinstance(entry, dict):
@@ -208,8 +229,8 @@ def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, stre
     if (not isinstance(lengths, list) or len(lengths) != config.slices + 1
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths)):
         raise InvalidBitstreamError(f"CLC string lengths must be {config.slices + 1} non-negative integers")
-    if sum(lengths) != streams.size:
-        raise InvalidBitstreamError(f"CLC string lengths add up to {sum(lengths)}, the stream has {streams.size} bytes")
+    if sum(lengths) != len(streams):
+        raise InvalidBitstreamError(f"CLC string lengths add up to {sum(lengths)}, the stream has {len(streams)} bytes")
     ref_latents = None
     if config.conditioning:
         size = bundle.dictionary().size
@@ -223,10 +244,10 @@ def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, stre
     padded_h, padded_w = height + (-height % PAD_MULTIPLE), width + (-width % PAD_MULTIPLE)
     z_shape = (padded_h // PAD_MULTIPLE, padded_w // PAD_MULTIPLE)
     symbols = (config.latent_channels * 16 + config.channels) * z_shape[0] * z_shape[1]
-    if symbols > SYMBOLS_PER_BYTE * streams.size + FREE_SYMBOLS:
+    if symbols > SYMBOLS_PER_BYTE * len(streams) + FREE_SYMBOLS:
         raise InvalidBitstreamError(f"{width}x{height} needs {symbols} latent symbols, far more than "
-                                    f"{streams.size} bytes can code")
-    data = streams.tobytes()
+                                    f"{len(streams)} bytes can code")
+    data = bytes(streams)
     strings, position = [], 0
     for index, length in enumerate(lengths):
         # Zero padding: the rANS decoder reads ahead without bounds checks, so a damaged
@@ -239,30 +260,42 @@ def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, stre
     return out["x_hat"][..., :height, :width], out["y_hat"]
 
 
+_SHIPPED = sorted(quality_files(SHIPPED_WEIGHTS)) or [DEFAULT_QUALITY]
+
+
+@dataclass
+class CLCOptions(CodecOptions):
+    quality: int | None = option(None, f"Quality index of the shipped rate points, {_SHIPPED[0]} (smallest file) to "
+                                       f"{_SHIPPED[-1]} (default {DEFAULT_QUALITY}).", low=1)
+
+
 @register_codec("clc")
-class CLCCodec(VideoCodec):
+class CLCCodec(Codec):
     """CLC image codec; a clip is coded frame by frame (all-intra)."""
 
-    kind = "image"
+    kind = CodecKind.IMAGE
+    Options = CLCOptions
+    rate_option = "quality"
 
-    def check_options(self, options: EncodeOptions) -> None:
+    def check_options(self, options: CLCOptions) -> None:
         """Refuse an unavailable quality before any image is read."""
+        options.validate()
         bundle = CLCBundle(weights_dir())
         bundle.model(bundle.resolve_quality(options.quality))
 
-    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+    def compress(self, video, options: CLCOptions) -> CompressedVideo:
         bundle = CLCBundle(weights_dir())
         quality = bundle.resolve_quality(options.quality)
         model, meta, sha = bundle.model(quality)
         n, h, w = video.frames.shape[:3]
         if h * w > MAX_PIXELS:
             raise NncError(f"{w}x{h} is larger than the {MAX_PIXELS} pixels CLC codes")
-        max_value = 255 if video.frames.dtype == np.uint8 else 65535
+        max_value = video.max_value
         entries, groups = [], []
         for index in range(n):
             coded = encode_image_tensor(bundle, quality, frames_to_float(video.frames[index : index + 1], max_value))
             entries.append(coded.header())
-            groups.append(TensorGroup(f"frame{index}", [coded.tensor(index)]))
+            groups.append(TensorGroup(f"frame{index}", raw_bytes=[coded.raw_bytes(index)]))
         header = {"config": model.config.to_dict(), "quality": quality, "weights": sha[:HASH_DIGITS],
                   "dictionary": bundle.dictionary().sha256[:HASH_DIGITS] if model.config.conditioning else None,
                   "frames": entries}
@@ -282,13 +315,6 @@ class CLCCodec(VideoCodec):
         if height * width > MAX_PIXELS:
             raise InvalidBitstreamError(f"{width}x{height} is larger than {MAX_PIXELS} pixels")
         for index in frames if frames is not None else range(num_frames):
-            group = groups[index]
-            if len(group.tensors) != 1 or group.tensors[0].name != f"streams{index}":
-                raise InvalidBitstreamError(f"CLC frame {index} must hold one tensor streams{index}")
-            tensor = group.tensors[0]
-            streams = np.asarray(tensor.symbols)
-            if streams.ndim != 1 or tensor.scheme != "minmax" or tensor.bits != 8:
-                raise InvalidBitstreamError(f"CLC frame {index}: streams must be one row of bytes")
-            image, _ = decode_image_tensor(bundle, model_header, entries[index], streams.astype(np.uint8),
+            image, _ = decode_image_tensor(bundle, model_header, entries[index], frame_streams(groups[index], index),
                                            height, width)
             yield image

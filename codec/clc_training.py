@@ -3,7 +3,9 @@
 Rate-distortion loss ``lambda * 255^2 * MSE + bpp`` on random crops (with horizontal
 flips) of a folder of photographs, Adam with a short warm-up and cosine decay, a
 separate optimiser for the entropy bottleneck's quantiles (CompressAI's aux loss),
-resumable checkpoints, and a final ``update()`` of the entropy coder's CDF tables.
+resumable checkpoints, and a final ``update()`` of the entropy coder's CDF tables.  A
+loop of its own (two optimisers, crops, references), sharing the checkpoint, progress
+and schedule modules with the INR training loop (:mod:`nnc.codec.training`).
 
 The conditioned model is trained with references drawn like the dictionary draws them
 at coding time, but never from the same photograph: each crop is conditioned on crops
@@ -22,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..errors import NncError
-from ..models.clc import CLCConfig, CLCModel, load_weights, save_weights
+from ..models.clc import CLCConfig, CLCModel
+from .clc_weights import load_weights, save_weights
 from .checkpoint import CheckpointPolicy, load_checkpoint, remove_checkpoint, save_checkpoint
+from .progress import ProgressBar
+from .schedule import warmup_cosine_lr
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 NEIGHBOURS = 6  # references for a crop come from this many nearest other photographs
@@ -90,13 +94,6 @@ def rd_loss(output: dict, target: torch.Tensor, rate_lambda: float) -> dict:
     return {"loss": rate_lambda * 255**2 * mse + bpp, "bpp": bpp, "mse": mse}
 
 
-def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 1e-6 + (lr - 1e-6) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_clc(
     data: str | Path, output: str | Path, *, rate_lambda: float, steps: int, conditioning: bool = True,
     init: str | Path | None = None, crop: int = 128, batch_size: int = 8, lr: float = 3e-4,
@@ -157,13 +154,12 @@ def train_clc(
     warmup = 0 if init else min(200, steps // 10)
     began = time.monotonic()
     last_save = time.monotonic()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"clc lambda={rate_lambda}",
-               disable=not show_progress, unit="step", dynamic_ncols=True)
+    bar = ProgressBar(steps, f"clc lambda={rate_lambda}", enabled=show_progress, initial=start, unit="step")
     recent = []
     model.train()
     step = start
     try:
-        for step in bar:
+        for step in range(start, steps):
             picks = torch.randint(0, len(images), (batch_size,), generator=generator).tolist()
             x = torch.stack([random_crop(images[i], crop, generator, True) for i in picks]).to(device).float() / 255
             ref_latents = None
@@ -178,7 +174,7 @@ def train_clc(
                 with torch.no_grad():  # the references' latents are inputs, not trained through
                     ref_latents = model.reference_latents(torch.stack(refs).to(device).float() / 255)
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, steps, lr, warmup)
+                group["lr"] = warmup_cosine_lr(step, steps, lr, warmup)
             result = model(x, ref_latents)
             losses = rd_loss(result, x, rate_lambda)
             optimizer.zero_grad(set_to_none=True)
@@ -190,17 +186,19 @@ def train_clc(
             aux_loss.backward()
             aux_optimizer.step()
             recent = (recent + [(losses["loss"].item(), losses["bpp"].item(), losses["mse"].item())])[-50:]
+            text = None
             if step % 10 == 0:
                 mean = np.mean(recent, axis=0)
-                bar.set_postfix(loss=f"{mean[0]:.3f}", bpp=f"{mean[1]:.3f}",
-                                psnr=f"{10 * math.log10(1 / max(mean[2], 1e-10)):.2f}")
+                text = f"loss {mean[0]:.3f} bpp {mean[1]:.3f} psnr {10 * math.log10(1 / max(mean[2], 1e-10)):.2f}"
+            bar.advance(1, text)
             if time.monotonic() - last_save > checkpoint_interval:
                 save(step + 1)
                 last_save = time.monotonic()
     except KeyboardInterrupt:
         save(step)
         raise NncError(f"interrupted at step {step}; the same command with --resume continues") from None
-    bar.close()
+    finally:
+        bar.close()
     model.eval().cpu()
     model.update(force=True)
     mean = np.mean(recent, axis=0) if recent else np.zeros(3)
@@ -213,3 +211,32 @@ def train_clc(
     save_weights(model, output, metadata)
     remove_checkpoint(policy)
     return metadata
+
+
+def train_clc_dictionary(data, weights, output, *, entries: int = 32, crop: int = 256, pca_dim: int = 64,
+                         seed: int = 0, show_progress: bool = True) -> dict:
+    """Build CLC's dictionary from the photographs in ``data`` with the analysis transform of
+    ``weights`` and write it to ``output``; returns its meta plus ``sha256`` (``nnc train clc-dictionary``)."""
+    from ..media.image import read_image
+    from ..models.clc_dictionary import build_dictionary
+    from .clc_weights import file_sha256, save_dictionary
+
+    if crop % 64:
+        raise NncError("--crop must be a multiple of 64")
+    try:
+        model, _ = load_weights(weights)
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise NncError(f"--weights {weights}: not a CLC weights file ({str(error).splitlines()[0]})") from None
+    images = [read_image(path) for path in image_files(data)]
+    bar = ProgressBar(None, "dictionary features", enabled=show_progress, unit="crop")
+
+    def progress(done, total):
+        bar.advance(done - bar.position, f"of {total}")
+
+    try:
+        dictionary = build_dictionary(model, images, entries=entries, crop=crop, pca_dim=pca_dim, seed=seed,
+                                      weights_sha256=file_sha256(weights), progress=progress)
+    finally:
+        bar.close()
+    sha = save_dictionary(dictionary, output)
+    return dict(dictionary.meta, entries=dictionary.size, crop=crop, sha256=sha)

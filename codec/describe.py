@@ -1,30 +1,21 @@
-"""``nnc info``: what a .nnc file holds and where its bytes go."""
+"""What a .nnc file holds and where its bytes go (``nnc info``), from the bitstream's inspection."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ..bitstream import inspect_bitstream
-from ..errors import InvalidBitstreamError
-
-MAX_FILE_BYTES = 1 << 31
+from ..bitstream.container import read_bitstream_bytes
 
 
-def read_file_bytes(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise InvalidBitstreamError(f"{path} is {size} bytes, larger than any .nnc file nnc writes")
-        return path.read_bytes()
-    except IsADirectoryError:
-        raise InvalidBitstreamError(f"{path} is a directory") from None
-    except OSError as error:
-        raise InvalidBitstreamError(f"cannot read {path}: {error.strerror or error}") from None
+MemberDescriber = Callable[[dict], "tuple[dict, list[str]] | None"]
 
 
-def describe_file(path: Path) -> dict:
-    data = read_file_bytes(Path(path))
-    summary = inspect_bitstream(data)
+def describe_file(path: Path, describe_members: MemberDescriber | None = None) -> dict:
+    """``{"data": summary, "text": lines}``.  ``describe_members(summary)`` gives the per-video
+    part of a multi-video file (a dict and its lines), None for other files."""
+    summary = inspect_bitstream(read_bitstream_bytes(path))
     media = summary["header"].get("media") or {}
     encoder = summary["header"].get("encoder") or {}
     pixels = 0
@@ -35,10 +26,9 @@ def describe_file(path: Path) -> dict:
     bpp = summary["file_bytes"] * 8 / pixels if pixels else None
     summary["bpp"] = bpp
     set_lines = []
-    if summary["codec"] == "pfnr":  # a multi-video set: per-video and shared bytes
-        from ..codec.video_set_api import describe_set
-
-        summary["video_set"], set_lines = describe_set(summary)
+    members = describe_members(summary) if describe_members is not None else None
+    if members is not None:  # a multi-video set: per-video and shared bytes
+        summary["video_set"], set_lines = members
         bpp = summary["bpp"] = summary["video_set"]["bpp"]
 
     lines = [

@@ -10,6 +10,7 @@ weights, run it on the dequantized embeddings in batches, crop the padding.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..models.hnerv import (
     embedding_element_count,
     solve_config,
 )
-from .base import CompressedVideo, EncodeOptions, VideoCodec, frames_to_float, resolve_device
+from .base import Codec, CodecOptions, CompressedVideo, frames_to_float, option, resolve_device
 from .registry import register_codec
 from .training import TrainSettings, fit
 
@@ -34,10 +35,6 @@ WEIGHTS_GROUP = "weights"
 EMBEDDINGS_GROUP = "embeddings"
 EMBEDDINGS_TENSOR = "embeddings"
 
-# HNeRV's published bunny recipe (README of the authors' code).  ``quant_axis`` "cost"
-# charges per-channel offsets/scales their bits; "error" is HNeRV's lowest-MSE rule.
-DEFAULTS = dict(size=1.5e6, epochs=300, batch_size=2, lr=1e-3, loss="l2", weight_bits=8, embed_bits=6,
-                quant_axis="cost")
 AXIS_RULES = {"cost": quantize_lowest_cost_axis, "error": quantize_best_axis}
 
 
@@ -54,15 +51,28 @@ def quantize_state(state: dict[str, torch.Tensor], bits: int, rule: str) -> list
     return [quantize(t.detach().cpu().float().numpy(), bits, name=name) for name, t in state.items()]
 
 
+@dataclass
+class HNeRVOptions(CodecOptions):
+    """HNeRV's published bunny recipe (README of the authors' code)."""
+
+    size: float = option(1.5e6, "Model size in parameters (decoder + all embeddings).", low=1)
+    epochs: int = option(300, "Training epochs.", low=1)
+    batch_size: int = option(2, "Frames per training step.", low=1)
+    lr: float = option(1e-3, "Peak learning rate.", low=0, low_open=True)
+    loss: str = option("l2", "Training loss: l2, or fusion6 = 0.7 L1 + 0.3 (1 - SSIM).", choices=("l2", "fusion6"))
+    weight_bits: int = option(8, "Quantization bits of weights.", low=2, high=16)
+    embed_bits: int = option(6, "Quantization bits of embeddings.", low=2, high=16)
+    quant_axis: str = option("cost", "Per-tensor or per-channel quantization: 'cost' counts the per-channel "
+                                     "parameters' bits, 'error' is HNeRV's lowest-error rule.", choices=tuple(AXIS_RULES))
+
+
 @register_codec("hnerv")
-class HNeRVCodec(VideoCodec):
-    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
-        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
-        for key in ("weight_bits", "embed_bits"):
-            if not 2 <= settings[key] <= 16:
-                raise NncError(f"--{key.replace('_', '-')} must be between 2 and 16")
-        if settings["quant_axis"] not in AXIS_RULES:
-            raise NncError(f"--quant-axis must be one of {', '.join(AXIS_RULES)}")
+class HNeRVCodec(Codec):
+    Options = HNeRVOptions
+
+    def compress(self, video, options: HNeRVOptions) -> CompressedVideo:
+        options.validate()
+        settings = options.settings()
         device = resolve_device(options.device)
         info = video.info
         num_frames, height, width = video.frames.shape[:3]

@@ -1,4 +1,4 @@
-"""File-level API of the image codecs (CLC): image file in, .nnc out, and back.
+"""Images in files: encode an image into a .nnc file with an image codec (CLC), decode one.
 
 The image travels as a one-frame RGB clip (``rgb24``, full range), so the container,
 ``nnc info`` and the verification decode are shared with the video codecs.
@@ -6,21 +6,30 @@ The image travels as a one-frame RGB clip (``rgb24``, full range), so the contai
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from ..bitstream import read_bitstream_file
+from ..bitstream import Bitstream
 from ..errors import InvalidBitstreamError, NncError
-from ..media import Video, VideoInfo
+from ..media import Video, VideoInfo, VideoWriter
 from ..media.image import read_image, write_image
-from .api import EncodeReport, decode_frames, encode_video, media_info
-from .base import EncodeOptions
+from .base import CodecOptions
 from .registry import get_codec
+from .video_api import EncodeReport, decode_frames, encode_video, media_info
 
 IMAGE_SUFFIXES = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".webp": "WEBP",
                   ".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+@dataclass
+class ImageReport(EncodeReport):
+    def summary(self) -> str:
+        return (f"wrote {self.path}: {self.file_bytes} bytes, {self.bpp:.4f} bpp, "
+                f"PSNR {self.psnr:.2f} dB (RGB, after decoding), quality {self.settings.get('quality')}, "
+                f"{self.encode_seconds:.1f} s")
 
 
 def image_as_video(image: np.ndarray) -> Video:
@@ -35,53 +44,37 @@ def image_as_video(image: np.ndarray) -> Video:
 
 
 def encode_image(image: str | Path | np.ndarray, output: str | Path, model: str = "clc",
-                 options: EncodeOptions | None = None) -> EncodeReport:
-    """Encode an image file (or an (H, W, 3) uint8 array) into ``output``.
+                 options: CodecOptions | None = None) -> ImageReport:
+    """Encode an image file (or an (H, W, 3) uint8 array) into ``output`` with the image codec ``model``.
 
     The report's PSNR is measured on the decode of the file's own bytes; bpp counts
     every byte of the file over the image's pixels."""
-    if getattr(get_codec(model), "kind", "video") != "image":
-        raise NncError(f"--model {model} is not an image codec")
     array = read_image(image) if isinstance(image, (str, Path)) else image
-    options = options or EncodeOptions(show_progress=False)
-    if options.checkpoint_interval:  # nothing is trained per image: no checkpoints
-        from dataclasses import replace
-
-        options = replace(options, checkpoint_interval=0)
-    return encode_video(image_as_video(array), output, model, options)
+    options = options or get_codec(model).Options(show_progress=False)
+    # Nothing is trained per image: no checkpoints.
+    report = encode_video(image_as_video(array), output, model, replace(options, checkpoint_interval=0))
+    return ImageReport(**vars(report))
 
 
-def _decoded_frames(bitstream, device: str) -> tuple[VideoInfo, np.ndarray]:
-    if getattr(get_codec(bitstream.codec, from_file=True), "kind", "video") != "image":
-        raise NncError(f"file holds a {bitstream.codec} video, not an image (use nnc decode)")
-    info = media_info(bitstream)
-    frames = np.concatenate(list(decode_frames(bitstream, device=device)))
-    return info, frames
+def image_frames(bitstream: Bitstream, *, device: str = "cpu") -> np.ndarray:
+    """The decoded frames (N, H, W, 3) of an image codec's file (N = 1 for one image)."""
+    return np.concatenate(list(decode_frames(bitstream, device=device)))
 
 
-def decode_image(path: str | Path, *, device: str = "cpu") -> np.ndarray:
-    """The (H, W, 3) RGB image (uint8; uint16 for a >8-bit source clip) of a one-image .nnc file."""
-    info, frames = _decoded_frames(read_bitstream_file(path), device)
-    if info.num_frames != 1:
-        raise NncError(f"{path} holds {info.num_frames} frames, not one image")
-    return frames[0]
-
-
-def decode_image_file(bitstream, output: str | Path, *, format: str | None = None, device: str = "cpu") -> VideoInfo:
-    """Decode an image-codec file to ``output`` (PNG by default; any Pillow format by suffix).
+def write_image_file(bitstream: Bitstream, output: str | Path, *, format: str | None = None,
+                     device: str = "cpu") -> VideoInfo:
+    """Decode an image codec's file to ``output`` (PNG by default; any Pillow format by suffix).
 
     A clip coded frame by frame (all-intra) goes through the video writer instead."""
     output = Path(output)
     info = media_info(bitstream)
     wants_image = format in (None, "png") and (output.suffix.lower() in IMAGE_SUFFIXES or not output.suffix)
     if info.num_frames != 1 or not wants_image:
-        from ..media import VideoWriter
-
         with VideoWriter(output, info, format=format) as writer:
             for batch in decode_frames(bitstream, device=device):
                 writer.write(batch)
         return info
-    _, frames = _decoded_frames(bitstream, device)
+    frames = image_frames(bitstream, device=device)
     if frames.dtype != np.uint8:
         raise InvalidBitstreamError("image files hold 8-bit RGB")
     write_image(frames[0], output, IMAGE_SUFFIXES.get(output.suffix.lower(), "PNG"))

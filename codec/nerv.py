@@ -18,7 +18,7 @@ Both models share this implementation; only the model module differs.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -29,19 +29,16 @@ from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis, quanti
 from ..errors import InvalidBitstreamError, NncError
 from ..models import nerv as nerv_model
 from ..models import nervpp as nervpp_model
-from .base import CompressedVideo, EncodeOptions, VideoCodec, resolve_device
+from .base import Codec, CodecOptions, CompressedVideo, option, resolve_device
 from .checkpoint import remove_checkpoint
 from .registry import register_codec
 from .training import TrainSettings, fit
+from .training_hooks import KeepPruned
 
 WEIGHTS_GROUP = "weights"
 MASK_SUFFIX = ".mask"
 VALUES_SUFFIX = ".values"
 
-# NeRV's published recipe (authors' README and paper).  ``finetune_epochs`` None means
-# 10% of ``epochs`` (at least 1) when pruning.
-DEFAULTS = dict(size=1.5e6, epochs=300, batch_size=1, lr=5e-4, loss="fusion6", weight_bits=8, quant_axis="cost",
-                prune=0.4, finetune_epochs=None)
 AXIS_RULES = {"cost": quantize_lowest_cost_axis, "error": quantize_best_axis}
 BETAS = (0.5, 0.999)
 WARMUP_FRACTION = 0.2
@@ -142,29 +139,43 @@ def dequantize_weights(tensors: list[QuantizedTensor], reference: dict[str, tupl
     return state
 
 
-class _NeRVFamilyCodec(VideoCodec):
+@dataclass
+class NeRVOptions(CodecOptions):
+    """NeRV's published recipe (authors' README and paper); NeRV++ trains the same way."""
+
+    size: float = option(1.5e6, "Model size in parameters (all weights, before pruning).", low=1)
+    epochs: int = option(300, "Training epochs.", low=1)
+    batch_size: int = option(1, "Frames per training step.", low=1)
+    lr: float = option(5e-4, "Peak learning rate.", low=0, low_open=True)
+    loss: str = option("fusion6", "Training loss: l2, or fusion6 = 0.7 L1 + 0.3 (1 - SSIM).", choices=("l2", "fusion6"))
+    weight_bits: int = option(8, "Quantization bits of weights.", low=2, high=16)
+    quant_axis: str = option("cost", "Per-tensor or per-channel quantization: 'cost' counts the per-channel "
+                                     "parameters' bits, 'error' is HNeRV's lowest-error rule.", choices=tuple(AXIS_RULES))
+    prune: float = option(0.4, "Fraction of weights removed by global magnitude pruning before fine-tuning "
+                               "(0 disables); the masks are stored in the file and counted.",
+                          low=0, high=1, high_open=True, metavar="FRACTION_REMOVED")
+    finetune_epochs: int | None = option(None, "Fine-tuning epochs after pruning, masks fixed (default: 10% of "
+                                               "--epochs, at least 1).", low=0)
+
+
+class _NeRVFamilyCodec(Codec):
     """Shared by ``nerv`` and ``nervpp``; subclasses name the model module."""
+
+    Options = NeRVOptions
 
     model_module = nerv_model
     config_class = nerv_model.NeRVConfig
     model_class = nerv_model.NeRV
     label = "NeRV"
 
-    def resolve_settings(self, options: EncodeOptions) -> dict:
-        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
-        if not 2 <= settings["weight_bits"] <= 16:
-            raise NncError("--weight-bits must be between 2 and 16")
-        if settings["quant_axis"] not in AXIS_RULES:
-            raise NncError(f"--quant-axis must be one of {', '.join(AXIS_RULES)}")
-        if not 0.0 <= float(settings["prune"]) < 1.0:
-            raise NncError("--prune must be a fraction in [0, 1) (0 disables pruning)")
+    def resolve_settings(self, options: NeRVOptions) -> dict:
+        options.validate()
+        settings = options.settings()
         if settings["finetune_epochs"] is None:
             settings["finetune_epochs"] = max(1, round(0.1 * int(settings["epochs"]))) if settings["prune"] > 0 else 0
-        if int(settings["finetune_epochs"]) < 0:
-            raise NncError("--finetune-epochs must be at least 0")
         return settings
 
-    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+    def compress(self, video, options: NeRVOptions) -> CompressedVideo:
         settings = self.resolve_settings(options)
         device = resolve_device(options.device)
         num_frames, height, width = video.frames.shape[:3]
@@ -186,6 +197,7 @@ class _NeRVFamilyCodec(VideoCodec):
                 epochs=epochs, batch_size=int(settings["batch_size"]), lr=float(settings["lr"]), loss=settings["loss"],
                 betas=BETAS, warmup_fraction=WARMUP_FRACTION, warmup_start=WARMUP_START, seed=options.seed,
                 show_progress=options.show_progress, description=f"{self.name} {phase} {width}x{height}x{num_frames}",
+                phase=phase,
             )
 
         fingerprint_settings = dict(settings, codec=self.name, config=config.to_dict())
@@ -208,7 +220,7 @@ class _NeRVFamilyCodec(VideoCodec):
         if not resume_finetune:
             policy = options.checkpoint_policy(video.frames, fingerprint_settings)
             stats = fit(reconstruct, model, video.frames, video.max_value,
-                        train_settings(int(settings["epochs"]), "fit"), device, policy)
+                        train_settings(int(settings["epochs"]), "train"), device, policy)
 
         masks: dict[str, torch.Tensor] = {}
         if prune > 0:
@@ -219,7 +231,7 @@ class _NeRVFamilyCodec(VideoCodec):
             if finetune_epochs > 0:
                 finetune_stats = fit(reconstruct, masked, video.frames, video.max_value,
                                      train_settings(finetune_epochs, "finetune"), device, finetune_policy,
-                                     after_step=masked.apply_masks)
+                                     hooks=[KeepPruned(masked.pairs)])
                 masks = {name: mask.bool() for name, (_, mask) in zip(masked.names, masked.pairs())}
                 stats.update({f"finetune_{k}": v for k, v in finetune_stats.items()})
                 if resume_finetune:

@@ -39,33 +39,30 @@ import hashlib
 import math
 import multiprocessing
 import queue as queue_module
-import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.func import functional_call
-from tqdm import tqdm
 
 from ..bitstream import QuantizedTensor, TensorGroup
 from ..errors import InvalidBitstreamError, NncError
 from ..metrics import mean_psnr, psnr_per_frame
 from ..models.nirvana import NIRVANAConfig, NIRVANAGroupNet, patch_centres, scaled_config, solve_config
-from .base import CompressedVideo, EncodeOptions, VideoCodec, float_to_frames, frames_to_float, resolve_device
+from .base import Codec, CodecOptions, CompressedVideo, float_to_frames, option, resolve_device
+from .progress import ProgressBar
 from .registry import register_codec
-from .training import lr_multiplier, psnr_from_mse, tune_malloc
+from .training import Progress, TrainSettings, fit, psnr_from_mse, tune_malloc
+from .training_hooks import RateTerm, TrainingHook
 
 GROUP_PREFIX = "group"
 # ``epochs`` counts optimiser steps per group (each step renders all G frames of the
 # group); a chain's first group starts from random weights and gets INTRA_FACTOR times
 # as many (NIRVANA trains its first group longer than the warm-started ones).
-DEFAULTS = dict(size=float(scaled_config(64).parameter_count()), epochs=150, lr=1e-3, rate_lambda=1e-3,
-                workers=1, loss="l2")
 INTRA_FACTOR = 2
 SIREN_LR_FACTOR = 0.1
 STEP_LR_FACTOR = 1.0  # learning rate of the log-steps relative to the weights'
@@ -164,8 +161,11 @@ def render(net: NIRVANAGroupNet, state: dict[str, torch.Tensor], coordinates: to
     return functional_call(net, state, (coordinates, rows, cols))
 
 
-def fit_chain(job: ChainJob, progress: Callable[[int, str], None] | None = None) -> list[dict]:
-    """Fit the chain's groups one after the other; per group: its symbols, steps, stats."""
+def fit_chain(job: ChainJob, progress: Progress | None = None, hooks: Sequence[TrainingHook] = ()) -> list[dict]:
+    """Fit the chain's groups one after the other; per group: its symbols, steps, stats.
+
+    Each group is one quantization-aware run of the training loop with a rate term;
+    ``hooks`` (e.g. a time budget) are shared by every group's run."""
     torch.manual_seed(job.seed + job.first_group)
     device = torch.device(job.device)
     if device.type == "cpu":
@@ -185,7 +185,6 @@ def fit_chain(job: ChainJob, progress: Callable[[int, str], None] | None = None)
         group_started = time.perf_counter()
         frames = job.frames[start : start + config.group_size]
         count = frames.shape[0]
-        target = frames_to_float(frames, job.max_value).to(device)
         intra = previous_integers is None
         if intra:
             weights = QuantizedWeights(fresh, initial_log_steps(fresh)).to(device)
@@ -202,32 +201,35 @@ def fit_chain(job: ChainJob, progress: Callable[[int, str], None] | None = None)
         lr = job.lr
         siren = [v for name, v in zip(weights.names, weights.values) if name.startswith("siren.")]
         others = [v for name, v in zip(weights.names, weights.values) if not name.startswith("siren.")]
-        optimizer = torch.optim.Adam([
-            {"params": siren, "lr": lr * SIREN_LR_FACTOR, "base": lr * SIREN_LR_FACTOR},
-            {"params": others, "lr": lr, "base": lr},
-            {"params": [weights.log_steps], "lr": lr * STEP_LR_FACTOR, "base": lr * STEP_LR_FACTOR},
-            {"params": rate.density_parameters(), "lr": RATE_LR, "base": RATE_LR},
-        ])
+        param_groups = [
+            {"params": siren, "lr": lr * SIREN_LR_FACTOR},
+            {"params": others, "lr": lr},
+            {"params": [weights.log_steps], "lr": lr * STEP_LR_FACTOR},
+            {"params": rate.density_parameters(), "lr": RATE_LR},
+        ]
         pixels = count * height * width
         steps_total = job.epochs * (INTRA_FACTOR if intra else 1)
-        net.train()
-        rate.train()
-        for step in range(steps_total):
-            factor = lr_multiplier(step / steps_total, WARMUP_FRACTION, WARMUP_START)
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = param_group["base"] * factor
+
+        def forward(indices: torch.Tensor, target: torch.Tensor, weights=weights):
+            # quantization-aware: the network runs on the rounded weights; the group is
+            # always rendered whole (``indices`` are all of its frames, in order)
             latents = weights.latents()
             output = render(net, weights.weights(latents), coordinates, rows, cols)[:count, :, :height, :width]
-            mse = F.mse_loss(output, target)
-            stored = latents if reference is None else [l - r for l, r in zip(latents, reference)]
-            bits = rate.bits(stored)
-            loss = mse + job.rate_lambda * bits / pixels
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if progress is not None:
-                progress(1, f"group {job.first_group + start // config.group_size} "
-                            f"psnr {psnr_from_mse(mse.item()):.2f} bpp {bits.item() / pixels:.4f}")
+            return output, {"latents": latents}
+
+        def stored_bits(step, rate=rate, reference=reference) -> torch.Tensor:
+            latents = step.extras["latents"]
+            return rate.bits(latents if reference is None else [l - r for l, r in zip(latents, reference)])
+
+        rate_term = RateTerm(stored_bits, job.rate_lambda, pixels)
+        settings = TrainSettings(
+            epochs=steps_total, batch_size=count, lr=lr, loss="l2", warmup_fraction=WARMUP_FRACTION,
+            warmup_start=WARMUP_START, show_progress=progress is not None, phase="qat", progress_label=f"group {job.first_group + start // config.group_size}",
+        )
+        net.train()
+        rate.train()
+        trained = fit(forward, weights, frames, job.max_value, settings, device, None, [rate_term, *hooks],
+                      param_groups=param_groups, shuffle=False, progress=progress)
         steps = weights.steps().detach().to(torch.float32)
         latents = [latent.detach() for latent in weights.latents()]
         if not (torch.isfinite(steps).all() and (steps >= torch.finfo(torch.float32).tiny).all()
@@ -247,8 +249,9 @@ def fit_chain(job: ChainJob, progress: Callable[[int, str], None] | None = None)
             "steps": steps.cpu().numpy(),
             "intra": intra,
             "decoded": decoded,
-            "train_psnr": psnr_from_mse(mse.item()),
-            "estimated_bits": float(bits.item()),
+            "train_psnr": psnr_from_mse(trained["last_mse"]),
+            "estimated_bits": float(rate_term.last_bits.item()),
+            "iterations": trained["iterations"],
             "seconds": time.perf_counter() - group_started,
         })
         previous_integers, previous_steps = integers, steps
@@ -266,16 +269,23 @@ def _worker_init(progress_queue, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+class QueueProgress:
+    """A worker's progress, sent to the parent's bar in batches (one queue item per few steps)."""
+
+    def __init__(self, progress_queue, batch: int = 5):
+        self.queue, self.batch = progress_queue, batch
+        self.pending, self.text = 0, None
+
+    def advance(self, count: int = 1, text: str | None = None) -> None:
+        self.pending += count
+        self.text = text if text is not None else self.text
+        if self.pending >= self.batch:
+            self.queue.put((self.pending, self.text))
+            self.pending, self.text = 0, None
+
+
 def _fit_chain_in_worker(job: ChainJob) -> list[dict]:
-    pending = [0]
-
-    def report(count: int, text: str) -> None:
-        pending[0] += count
-        if pending[0] >= 5:  # batch the messages: one queue item per few steps
-            _worker_queue.put((pending[0], text))
-            pending[0] = 0
-
-    return fit_chain(job, report)
+    return fit_chain(job, QueueProgress(_worker_queue))
 
 
 def split_chains(num_groups: int, workers: int) -> list[int]:
@@ -292,22 +302,33 @@ def check_chains(chains, num_groups: int) -> list[int]:
     return chains
 
 
+@dataclass
+class NIRVANAOptions(CodecOptions):
+    size: float = option(float(scaled_config(64).parameter_count()), "Parameters of ONE group's network.", low=1)
+    epochs: int = option(150, "Training steps per group (a chain's first group gets 2x).", low=1)
+    lr: float = option(1e-3, "Peak learning rate.", low=0, low_open=True)
+    rate_lambda: float = option(1e-3, "Weight of the estimated bits per pixel in the training loss (the "
+                                      "rate-distortion knob; larger gives smaller files).", flag="--lambda", low=0)
+    workers: int = option(1, "Processes fitting independent chains of frame groups in parallel.", low=1)
+    loss: str = option("l2", "Training loss: NIRVANA trains on l2 (MSE) plus its rate term.", choices=("l2",))
+
+
 @register_codec("nirvana")
-class NIRVANACodec(VideoCodec):
-    def resolve_settings(self, options: EncodeOptions) -> dict:
-        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
-        if settings["loss"] != "l2":
+class NIRVANACodec(Codec):
+    Options = NIRVANAOptions
+    rate_option = "rate_lambda"
+
+    def resolve_settings(self, options: NIRVANAOptions) -> dict:
+        if options.loss != "l2":
             raise NncError("NIRVANA trains on l2 (MSE) plus its rate term; --loss fusion6 is not supported")
-        if not float(settings["rate_lambda"]) >= 0 or not math.isfinite(float(settings["rate_lambda"])):
-            raise NncError("--lambda must be a finite number >= 0")
-        if int(settings["workers"]) < 1:
-            raise NncError("--workers must be at least 1")
+        options.validate()
+        settings = options.settings()
         if options.resume:
             raise NncError("NIRVANA encodes cannot be resumed (--resume); run the encode again")
         settings["intra_epochs"] = int(settings["epochs"]) * INTRA_FACTOR
         return settings
 
-    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+    def compress(self, video, options: NIRVANAOptions) -> CompressedVideo:
         settings = self.resolve_settings(options)
         device = resolve_device(options.device)
         num_frames, height, width = video.frames.shape[:3]
@@ -328,22 +349,13 @@ class NIRVANACodec(VideoCodec):
             for first, end in zip(bounds[:-1], bounds[1:])
         ]
         total_steps = sum(int(settings["epochs"]) * (INTRA_FACTOR - 1 + -(-len(j.frames) // group_size)) for j in jobs)
-        bar = tqdm(total=total_steps, desc=f"nirvana {width}x{height}x{num_frames} ({num_groups} groups)", unit="it",
-                   file=sys.stderr, disable=not options.show_progress, dynamic_ncols=True, leave=True)
         started = time.perf_counter()
-
-        def progress(count: int, text: str) -> None:
-            bar.update(count)
-            if bar.n % 10 < count:
-                bar.set_postfix_str(text)
-
-        try:
+        with ProgressBar(total_steps, f"nirvana {width}x{height}x{num_frames} ({num_groups} groups)",
+                         enabled=options.show_progress) as progress:
             if len(jobs) == 1:
                 results = [fit_chain(jobs[0], progress)]
             else:
                 results = self._fit_parallel(jobs, progress)
-        finally:
-            bar.close()
         train_seconds = time.perf_counter() - started
 
         groups, decoded, estimated_bits = [], [], 0.0
@@ -379,7 +391,7 @@ class NIRVANACodec(VideoCodec):
                                settings=settings, stats=stats)
 
     @staticmethod
-    def _fit_parallel(jobs: list[ChainJob], progress) -> list[list[dict]]:
+    def _fit_parallel(jobs: list[ChainJob], progress: ProgressBar) -> list[list[dict]]:
         # Spawned processes (no fork: torch's threads do not survive it); each gets an
         # equal share of the intra-op threads so the workers do not oversubscribe cores.
         threads = max(1, torch.get_num_threads() // len(jobs))
@@ -398,7 +410,7 @@ class NIRVANACodec(VideoCodec):
                         try:
                             while True:
                                 count, text = progress_queue.get_nowait()
-                                progress(count, text)
+                                progress.advance(count, text)
                         except queue_module.Empty:
                             pass
                 except BaseException:

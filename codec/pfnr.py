@@ -34,9 +34,10 @@ from ..bitstream import QuantizedTensor, TensorGroup, quantize_lowest_cost_axis,
 from ..errors import InvalidBitstreamError, NncError
 from ..media import VideoInfo
 from ..models import pfnr as pfnr_model
-from .base import CompressedVideo, EncodeOptions, VideoCodec, resolve_device
+from .base import Codec, CodecKind, CodecOptions, CompressedVideo, option, resolve_device
 from .registry import register_codec
 from .training import TrainSettings, fit
+from .training_hooks import KeepFrozen
 
 GROUP_PREFIX = "session"
 REUSE_SUFFIX = ".reuse"  # + context index: ``L.reuse0`` .. ``L.reuse3``
@@ -46,9 +47,6 @@ NEW_SUFFIX = ".new"
 VALUES_SUFFIX = ".values"
 HEAD_WEIGHT, HEAD_BIAS = "head.weight", "head.bias"
 
-# PFNR trains each session with NeRV's recipe for 150 epochs.  ``prune`` is the
-# fraction of each layer a session's mask leaves out (capacity c = 1 - prune).
-DEFAULTS = dict(size=1.5e6, epochs=150, batch_size=1, lr=5e-4, loss="fusion6", weight_bits=8, prune=0.5)
 BETAS = (0.5, 0.999)
 WARMUP_FRACTION = 0.2
 WARMUP_START = 0.1
@@ -282,31 +280,46 @@ def parse_set_header(model_header: dict) -> tuple[pfnr_model.PFNRConfig, list[Vi
     return config, infos
 
 
+@dataclass
+class PFNROptions(CodecOptions):
+    """PFNR trains each session with NeRV's recipe for 150 epochs."""
+
+    size: float = option(1.5e6, "Model size in parameters (the shared backbone).", low=1)
+    epochs: int = option(150, "Training epochs of each session.", low=1)
+    batch_size: int = option(1, "Frames per training step.", low=1)
+    lr: float = option(5e-4, "Peak learning rate.", low=0, low_open=True)
+    loss: str = option("fusion6", "Training loss: l2, or fusion6 = 0.7 L1 + 0.3 (1 - SSIM).", choices=("l2", "fusion6"))
+    weight_bits: int = option(8, "Quantization bits of the new weights.", low=2, high=16)
+    prune: float = option(0.5, "Fraction of each layer a session's mask leaves out (capacity c = 1 - prune).",
+                          low=0.05, high=0.95, metavar="FRACTION_LEFT_OUT")
+    fso: bool | None = option(None, "Replace one stride-2 stage by the Fourier subneural operator (default: on "
+                                    "where the frame size has a stride-2 stage).")
+
+
 @register_codec("pfnr")
-class PFNRCodec(VideoCodec):
+class PFNRCodec(Codec):
     """PFNR: several videos in one growing file (``nnc encode a b c --model pfnr``, ``nnc append``)."""
 
-    kind = "video-set"
+    kind = CodecKind.VIDEO_SET
+    Options = PFNROptions
 
-    def resolve_settings(self, options: EncodeOptions) -> dict:
-        settings = {k: (getattr(options, k) if getattr(options, k) is not None else v) for k, v in DEFAULTS.items()}
-        if not 2 <= int(settings["weight_bits"]) <= 16:
-            raise NncError("--weight-bits must be between 2 and 16")
-        if not 0.05 <= float(settings["prune"]) <= 0.95:
+    def resolve_settings(self, options: PFNROptions) -> dict:
+        if not 0.05 <= float(options.prune) <= 0.95:
             raise NncError("--prune for PFNR is the fraction each session's mask leaves out; use 0.05 to 0.95")
+        options.validate()
+        settings = {name: value for name, value in options.settings().items() if name != "fso"}
         if options.resume:
             raise NncError("--resume is not supported by --model pfnr (sessions are short; rerun the encode)")
         settings["capacity"] = round(1.0 - float(settings["prune"]), 6)
         return settings
 
-    def new_config(self, height: int, width: int, options: EncodeOptions) -> pfnr_model.PFNRConfig:
-        size = float(options.size if options.size is not None else DEFAULTS["size"])
+    def new_config(self, height: int, width: int, options: PFNROptions) -> pfnr_model.PFNRConfig:
         try:
-            return pfnr_model.solve_config(height, width, size, fso=options.fso)
+            return pfnr_model.solve_config(height, width, float(options.size), fso=options.fso)
         except ValueError as error:
             raise NncError(str(error)) from None
 
-    def fit_session(self, state: SetState, video, options: EncodeOptions) -> tuple[TensorGroup, SetState, dict]:
+    def fit_session(self, state: SetState, video, options: PFNROptions) -> tuple[TensorGroup, SetState, dict]:
         """Train session ``state.sessions`` on ``video``; its group and the state after it."""
         settings = self.resolve_settings(options)
         config = state.config
@@ -325,11 +338,6 @@ class PFNRCodec(VideoCodec):
         for layer, mask, _ in frozen.values():
             layer.frozen = mask
 
-        @torch.no_grad()
-        def restore_frozen() -> None:  # Adam leaves zero-gradient weights alone; this makes it certain
-            for layer, mask, values in frozen.values():
-                layer.weight[mask] = values
-
         def reconstruct(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return model(encoded[indices.to(encoded.device)], 0)[..., :height, :width]
 
@@ -340,7 +348,8 @@ class PFNRCodec(VideoCodec):
             description=f"pfnr session {session} {width}x{height}x{num_frames}",
         )
         model.train()
-        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, None, after_step=restore_frozen)
+        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, None,
+                    hooks=[KeepFrozen((layer.weight, mask, values) for layer, mask, values in frozen.values())])
         started = time.perf_counter()
         model.eval()
         group = session_group(state, model, int(settings["weight_bits"]))
@@ -358,7 +367,7 @@ class PFNRCodec(VideoCodec):
         )
         return group, new_state, stats
 
-    def compress(self, video, options: EncodeOptions) -> CompressedVideo:
+    def compress(self, video, options: PFNROptions) -> CompressedVideo:
         """A one-video set (session 0); :mod:`nnc.codec.video_set_api` builds longer ones."""
         settings = self.resolve_settings(options)
         config = self.new_config(video.info.height, video.info.width, options)

@@ -1,4 +1,8 @@
-"""Registry of named codecs: ``nnc encode --model NAME`` and the bitstream's codec field."""
+"""Registry of named codecs: ``nnc encode --model NAME`` and the bitstream's codec field.
+
+A new codec is one module under ``codec/`` that defines a :class:`~nnc.codec.base.Codec`
+subclass decorated with ``@register_codec("name")``, plus its line in ``_BUILTIN_MODULES``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import importlib
 from ..errors import InvalidBitstreamError, NncError
 
 _CODECS: dict[str, type] = {}
+DEFAULT_CODEC = "hnerv"  # `nnc encode` without --model
 
 
 def register_codec(name: str):
@@ -29,6 +34,7 @@ _BUILTIN_MODULES = {
     "hnerv": "hnerv",
     "nerv": "nerv",
     "nervpp": "nerv",
+    "hinerv": "hinerv",
     "nirvana": "nirvana",
     "pfnr": "pfnr",  # multi-video sets
     "clc": "clc",  # image codec
@@ -44,9 +50,19 @@ def _load_builtin_codecs(name: str | None = None) -> None:
         importlib.import_module(f"{__package__}.{module}")
 
 
+def codec_names() -> list[str]:
+    """Every codec's name, without importing any codec module (for help texts)."""
+    return sorted(set(_BUILTIN_MODULES) | set(_CODECS))
+
+
 def available_codecs() -> list[str]:
     _load_builtin_codecs()
     return sorted(_CODECS)
+
+
+def codec_classes(kind=None) -> list[type]:
+    """The registered codec classes (of one :class:`~nnc.codec.base.CodecKind`), by name."""
+    return [get_codec(name) for name in available_codecs() if kind is None or get_codec(name).kind == kind]
 
 
 def get_codec(name: str, *, from_file: bool = False):

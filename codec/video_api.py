@@ -1,29 +1,28 @@
-"""File-level encode and decode: media in, .nnc out, and back.
+"""Single videos in files: encode a :class:`~nnc.media.Video` into a .nnc file, decode one.
 
-This is the only layer that knows both the container (:mod:`nnc.bitstream`) and the
-media I/O (:mod:`nnc.media`).  Codecs stay file-agnostic.
+The helpers here (frame ranges, output checks, decoding a parsed bitstream to frames)
+serve the image and video-set modules too; :mod:`nnc.codec.files` picks the module by
+the codec's kind.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import __version__
-from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, read_bitstream_file, write_bitstream_file
+from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, write_bitstream_file
 from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
-from .base import EncodeOptions, float_to_frames
+from .base import CodecOptions, float_to_frames
 from .checkpoint import checkpoint_path_for, remove_checkpoint_files
-from .registry import get_codec
+from .registry import DEFAULT_CODEC, get_codec
 
 
 @dataclass
@@ -36,6 +35,11 @@ class EncodeReport:
     settings: dict
     stats: dict = field(default_factory=dict)
     header: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"wrote {self.path}: {self.file_bytes} bytes, {self.bpp:.4f} bpp, "
+                f"PSNR {self.psnr:.2f} dB (RGB, after quantization), "
+                f"{self.stats.get('model_size', 0) / 1e6:.3f}M parameters, {self.encode_seconds:.1f} s")
 
 
 def bits_per_pixel(file_bytes: int, info: VideoInfo) -> float:
@@ -58,7 +62,6 @@ def decode_frames(bitstream: Bitstream, *, device: str = "cpu", batch_size: int 
     """Yield (N, H, W, 3) integer RGB batches for a parsed bitstream (all frames, or ``frames``)."""
     info = media_info(bitstream)
     codec = get_codec(bitstream.codec, from_file=True)()
-    max_value = 255 if info.bit_depth == 8 else 65535
     model_header = bitstream.header.get("model")
     if not isinstance(model_header, dict):
         raise InvalidBitstreamError("header has no model section")
@@ -70,7 +73,7 @@ def decode_frames(bitstream: Bitstream, *, device: str = "cpu", batch_size: int 
         batch_size=batch_size, **extra,
     ):
         produced += batch.shape[0]
-        yield float_to_frames(batch, max_value)
+        yield float_to_frames(batch, info.max_value)
     if produced != len(wanted):
         raise InvalidBitstreamError(f"decoded {produced} frames, expected {len(wanted)}")
 
@@ -101,10 +104,11 @@ def check_output_path(path: str | Path) -> None:
         raise MediaError(f"cannot write to {parent}: {error.strerror or error}") from None
 
 
-def encode_video(video: Video, output: str | Path, model: str = "hnerv", options: EncodeOptions | None = None) -> EncodeReport:
-    """Fit ``model`` to ``video`` and write the .nnc file atomically."""
-    options = options or EncodeOptions()
+def encode_video(video: Video, output: str | Path, model: str = DEFAULT_CODEC,
+                 options: CodecOptions | None = None) -> EncodeReport:
+    """Fit ``model`` to ``video`` and write the .nnc file atomically (``options``: the codec's Options)."""
     codec = get_codec(model)()
+    options = options or codec.Options()
     check_output_path(output)
     if options.checkpoint_path is None and options.checkpoint_interval > 0:
         options = replace(options, checkpoint_path=str(checkpoint_path_for(output)))
@@ -138,28 +142,10 @@ def encode_video(video: Video, output: str | Path, model: str = "hnerv", options
     )
 
 
-def decode_file(source: str | Path, output: str | Path, *, format: str | None = None, crf: int | None = None,
-                device: str = "cpu", batch_size: int = 4, frame_range: tuple[int, int | None] | None = None,
-                video_index: int | None = None) -> tuple[VideoInfo, float]:
-    """Decode ``source`` into a video (or image) file; returns the written media's info and the decode time."""
-    started = time.perf_counter()
-    bitstream = read_bitstream_file(source)
-    kind = getattr(get_codec(bitstream.codec, from_file=True), "kind", "video")
-    if kind == "image":
-        if frame_range is not None or video_index is not None:
-            raise NncError(f"{source} holds an image: --frames and --video do not apply")
-        from .image_api import decode_image_file
-
-        info = decode_image_file(bitstream, output, format=format, device=device)
-        return info, time.perf_counter() - started
-    if kind == "video-set":
-        from .video_set_api import decode_video_set_member
-
-        info = decode_video_set_member(bitstream, output, video_index=video_index, frame_range=frame_range,
-                                       format=format, crf=crf, device=device, batch_size=batch_size)
-        return info, time.perf_counter() - started
-    if video_index is not None:
-        raise NncError(f"{source} holds one video ({bitstream.codec}); --video applies to multi-video (pfnr) files")
+def write_video(bitstream: Bitstream, output: str | Path, *, format: str | None = None, crf: int | None = None,
+                device: str = "cpu", batch_size: int = 4,
+                frame_range: tuple[int, int | None] | None = None) -> VideoInfo:
+    """Decode a single-video file's bitstream into the video file ``output``; returns what was written."""
     info = media_info(bitstream)
     frames = resolve_frame_range(frame_range, info.num_frames)
     if frame_range is not None:
@@ -168,12 +154,4 @@ def decode_file(source: str | Path, output: str | Path, *, format: str | None = 
         for batch in decode_frames(bitstream, device=device, batch_size=batch_size,
                                    frames=None if frame_range is None else frames):
             writer.write(batch)
-    return info, time.perf_counter() - started
-
-
-def machine_description() -> dict:
-    description = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                   "python": platform.python_version(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        description["gpu"] = torch.cuda.get_device_name(0)
-    return description
+    return info

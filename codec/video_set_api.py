@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..bitstream import Bitstream, TensorGroup, decode_bitstream, encode_bitstream, read_bitstream_file
-from ..bitstream.container import TAG_GROUP, TAG_HEADER, write_file_atomically
+from ..bitstream import (Bitstream, Chunk, assemble, decode_bitstream, encode_group_chunk, group_chunks,
+                         read_bitstream_file)
+from ..bitstream.container import write_file_atomically
 from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
-from .api import check_output_path, resolve_frame_range
-from .base import EncodeOptions, float_to_frames
-from .pfnr import PFNRCodec, SetState, apply_group, decode_session, empty_state, parse_set_header, replay
+from .base import float_to_frames
+from .pfnr import PFNRCodec, PFNROptions, SetState, apply_group, decode_session, empty_state, parse_set_header, replay
+from .video_api import check_output_path, resolve_frame_range
 
-CODEC = "pfnr"
-PREFIX_BYTES = 10  # magic (8) + format version (2)
+CODEC = PFNRCodec.name
 
 
 @dataclass
@@ -38,34 +38,14 @@ class SetReport:
     encode_seconds: float
     settings: dict
     stats: list[dict] = field(default_factory=list)
+    appended: bool = False  # by `nnc append` (else a new set)
 
-
-# --------------------------------------------------------------------------- chunks
-
-
-def split_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(tag, whole chunk) of a file that :func:`decode_bitstream` accepted (FORMAT.md's framing)."""
-    chunks, pos = [], PREFIX_BYTES
-    while pos < len(data):
-        length = int.from_bytes(data[pos + 4 : pos + 8], "little")
-        end = pos + 8 + length + 4
-        chunks.append((data[pos : pos + 4], data[pos:end]))
-        pos = end
-    return chunks
-
-
-def group_chunk(group: TensorGroup) -> bytes:
-    """The TGRP chunk of one group, encoded alone."""
-    [(tag, chunk)] = [c for c in split_chunks(encode_bitstream(Bitstream(CODEC, {}, [group]))) if c[0] == TAG_GROUP]
-    return chunk
-
-
-def assemble(header: dict, group_chunks: list[bytes]) -> bytes:
-    """A complete file: prefix, a fresh HEAD chunk, the given TGRP chunks verbatim, TEND."""
-    empty = encode_bitstream(Bitstream(CODEC, header, []))
-    (head_tag, head), (_, end) = split_chunks(empty)
-    assert head_tag == TAG_HEADER
-    return empty[:PREFIX_BYTES] + head + b"".join(group_chunks) + end
+    def summary(self) -> str:
+        lines = [f"  video {v['video']}: {v['name']}, {v['frames']} frames, PSNR {v['psnr']:.2f} dB (RGB, after "
+                 f"quantization), its session {v['group_bytes']} bytes ({v['group_bpp']:.4f} bpp)" for v in self.videos]
+        verb = "appended to" if self.appended else "wrote"
+        lines.append(f"{verb} {self.path}: {self.file_bytes} bytes in all, {self.encode_seconds:.1f} s")
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- sets
@@ -101,8 +81,8 @@ def _measure(state: SetState, session: int, video: Video, device: str) -> float:
     return mean_psnr(np.concatenate(values))
 
 
-def _add_sessions(model_header: dict, chunks: list[bytes], state: SetState, videos: list[tuple[str, Video]],
-                  output: Path, options: EncodeOptions, started: float, original: bytes | None = None) -> SetReport:
+def _add_sessions(model_header: dict, chunks: list[Chunk], state: SetState, videos: list[tuple[str, Video]],
+                  output: Path, options: PFNROptions, started: float, original: bytes | None = None) -> SetReport:
     """Train one session per video after ``state``, verify each by decoding its own bytes,
     and write header + ``chunks`` + the new chunks atomically."""
     codec = PFNRCodec()
@@ -110,9 +90,9 @@ def _add_sessions(model_header: dict, chunks: list[bytes], state: SetState, vide
     records, all_stats, new_chunks = [], [], []
     for name, video in videos:
         group, _, stats = codec.fit_session(state, video, options)
-        chunk = group_chunk(group)
+        chunk = encode_group_chunk(group)
         # What the decoder will see: the group parsed back from its own bytes.
-        [parsed] = decode_bitstream(assemble({}, [chunk])).groups
+        [parsed] = decode_bitstream(assemble(CODEC, {}, [chunk])).groups
         state = apply_group(state, parsed)
         session = state.sessions - 1
         psnr = _measure(state, session, video, options.device)
@@ -123,15 +103,16 @@ def _add_sessions(model_header: dict, chunks: list[bytes], state: SetState, vide
         model_header["videos"].append(record)
         new_chunks.append(chunk)
         records.append({"name": name, "video": session, "frames": video.info.num_frames, "width": video.info.width,
-                        "height": video.info.height, "psnr": psnr, "group_bytes": len(chunk),
-                        "group_bpp": len(chunk) * 8 / pixels})
+                        "height": video.info.height, "psnr": psnr, "group_bytes": chunk.size,
+                        "group_bpp": chunk.size * 8 / pixels})
         all_stats.append(stats)
-    data = assemble({"model": model_header}, chunks + new_chunks)
+    data = assemble(CODEC, {"model": model_header}, chunks + new_chunks)
     decode_bitstream(data)  # the container's own checks (limits, framing) on the final bytes
     if original is not None and _read_or_none(output) != original:
         raise NncError(f"{output} changed while the new video was being learned; nothing was written")
     file_bytes = write_file_atomically(output, data)
-    return SetReport(Path(output), file_bytes, records, time.perf_counter() - started, settings, all_stats)
+    return SetReport(Path(output), file_bytes, records, time.perf_counter() - started, settings, all_stats,
+                     appended=original is not None)
 
 
 def _read_or_none(path: Path) -> bytes | None:
@@ -142,9 +123,9 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def encode_video_set(videos: list[tuple[str, Video]], output: str | os.PathLike,
-                     options: EncodeOptions | None = None) -> SetReport:
+                     options: PFNROptions | None = None) -> SetReport:
     """Learn ``videos`` (name, video) in order, one session each, into a new set file."""
-    options = options or EncodeOptions()
+    options = options or PFNROptions()
     if not videos:
         raise NncError("a PFNR set needs at least one video")
     check_output_path(output)
@@ -172,10 +153,10 @@ def open_set(path: Path) -> tuple[Bitstream, dict, list[VideoInfo]]:
     return bitstream, model_header, infos
 
 
-def append_to_set(path: str | os.PathLike, video: Video, options: EncodeOptions | None = None,
+def append_to_set(path: str | os.PathLike, video: Video, options: PFNROptions | None = None,
                   name: str | None = None) -> SetReport:
     """Learn one more video into the set at ``path``: earlier TGRP chunks stay byte-identical."""
-    options = options or EncodeOptions()
+    options = options or PFNROptions()
     path = Path(path)
     bitstream, model_header, infos = open_set(path)
     _check_frame_size(video, name or "the new video", infos[0], f"video 0 of {path}")
@@ -191,7 +172,7 @@ def append_to_set(path: str | os.PathLike, video: Video, options: EncodeOptions 
     bitstream = decode_bitstream(data)
     model_header, infos = read_set(bitstream, path)
     state = replay(config, bitstream.groups)
-    chunks = [chunk for tag, chunk in split_chunks(data) if tag == TAG_GROUP]
+    chunks = group_chunks(data)
     model_header = dict(model_header, videos=list(model_header["videos"]))
     return _add_sessions(model_header, chunks, state, [(name or str(path), video)], path, options, started,
                          original=data)
@@ -214,11 +195,10 @@ def decode_video_set_member(bitstream: Bitstream, output: str | os.PathLike, *, 
     if frame_range is not None:
         info = replace(info, num_frames=len(frames))
     state = replay(config, bitstream.groups[: video_index + 1])
-    max_value = 255 if info.bit_depth == 8 else 65535
     with VideoWriter(output, info, format=format, crf=crf) as writer:
         for batch in decode_session(state, video_index, infos[video_index].num_frames, info.height, info.width,
                                     device=device, batch_size=batch_size, frames=frames):
-            writer.write(float_to_frames(batch, max_value))
+            writer.write(float_to_frames(batch, info.max_value))
     return info
 
 

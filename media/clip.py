@@ -20,9 +20,26 @@ RGB_PIX_FMTS = ("rgb24", "rgb48le")
 COLOR_MATRICES = ("bt601", "bt709", "bt2020", "rgb")
 COLOR_RANGES = ("tv", "pc")
 
+# The format's limits on a video (FORMAT.md, media section): every VideoInfo, hence
+# every header a decoder accepts, is within them.  16384 is also libavcodec's usual
+# largest side; 10**6 frames is 11 hours at 25 fps.  What one decode may produce on a
+# given machine is bounded separately, and lower, by media.limits.
 MAX_DIMENSION = 16384
 MAX_FRAMES = 10**6
 MAX_FPS_TERM = 10**6
+_SHOWN_CHARS = 40
+
+
+def _show(value) -> str:
+    """A short ASCII rendering of an untrusted value for a one-line error (no lone
+    surrogates that cannot be printed, no 10**4000-digit numbers)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+        return f"a {value.bit_length()}-bit integer"
+    try:
+        text = ascii(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
 def is_rgb_pix_fmt(pix_fmt: str) -> bool:
@@ -62,32 +79,40 @@ class VideoInfo:
     def __post_init__(self):
         for name in ("width", "height", "num_frames", "bit_depth"):
             if not _is_int(getattr(self, name)):
-                raise ValueError(f"{name} must be an integer, not {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be an integer, not {_show(getattr(self, name))}")
         if not 1 <= self.width <= MAX_DIMENSION or not 1 <= self.height <= MAX_DIMENSION:
-            raise ValueError(f"frame size {self.width}x{self.height} is outside 1..{MAX_DIMENSION}")
+            raise ValueError(f"frame size {_show(self.width)}x{_show(self.height)} is outside 1..{MAX_DIMENSION}")
         if not 1 <= self.num_frames <= MAX_FRAMES:
-            raise ValueError(f"frame count {self.num_frames} is outside 1..{MAX_FRAMES}")
+            raise ValueError(f"frame count {_show(self.num_frames)} is outside 1..{MAX_FRAMES}")
         fps = self.fps
         if _is_int(fps):
             fps = Fraction(fps)
         if not isinstance(fps, Fraction):
-            raise ValueError(f"fps must be a Fraction, not {fps!r}")
+            raise ValueError(f"fps must be a Fraction, not {_show(fps)}")
         if not (0 < fps.numerator < MAX_FPS_TERM and 0 < fps.denominator < MAX_FPS_TERM):
-            raise ValueError(f"fps {fps} is out of range")
+            raise ValueError(f"fps {_show(fps.numerator)}/{_show(fps.denominator)} is out of range")
         object.__setattr__(self, "fps", fps)
+        for name in ("pix_fmt", "color_matrix", "color_range"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, not {_show(getattr(self, name))}")
         if self.pix_fmt not in PIX_FMT_BIT_DEPTH:
-            raise ValueError(f"unknown pixel format {self.pix_fmt!r}")
+            raise ValueError(f"unknown pixel format {_show(self.pix_fmt)}")
         if self.bit_depth != PIX_FMT_BIT_DEPTH[self.pix_fmt]:
             raise ValueError(f"bit depth {self.bit_depth} does not match pixel format {self.pix_fmt}")
         if self.color_matrix not in COLOR_MATRICES:
-            raise ValueError(f"unknown colour matrix {self.color_matrix!r}")
+            raise ValueError(f"unknown colour matrix {_show(self.color_matrix)}")
         if self.color_range not in COLOR_RANGES:
-            raise ValueError(f"unknown colour range {self.color_range!r}")
+            raise ValueError(f"unknown colour range {_show(self.color_range)}")
         # "rgb" means "no matrix was applied", which is true exactly for RGB sources.
         if (self.color_matrix == "rgb") != is_rgb_pix_fmt(self.pix_fmt):
             raise ValueError(f"colour matrix {self.color_matrix} does not fit pixel format {self.pix_fmt}")
         if self.color_matrix == "rgb" and self.color_range != "pc":
             raise ValueError("RGB sources are full range (pc)")
+
+    @property
+    def max_value(self) -> int:
+        """The largest RGB code value of decoded frames: 255 (uint8) for 8-bit sources, else 65535 (uint16)."""
+        return 255 if self.bit_depth == 8 else 65535
 
     def to_dict(self) -> dict:
         return {
@@ -112,15 +137,12 @@ class VideoInfo:
             raise ValueError(f"media info lacks {', '.join(sorted(missing))}")
         unknown = set(d) - expected
         if unknown:
-            raise ValueError(f"media info has unknown fields {', '.join(sorted(map(str, unknown)))}")
+            raise ValueError(f"media info has unknown fields {_show(sorted(map(str, unknown)))}")
         fps = d["fps"]
         if not isinstance(fps, (list, tuple)) or len(fps) != 2 or not all(_is_int(term) for term in fps):
-            raise ValueError(f"fps must be [numerator, denominator], not {fps!r}")
+            raise ValueError(f"fps must be [numerator, denominator], not {_show(fps)}")
         if not (0 < fps[0] < MAX_FPS_TERM and 0 < fps[1] < MAX_FPS_TERM):
-            raise ValueError(f"fps {fps[0]}/{fps[1]} is out of range")
-        for name in ("pix_fmt", "color_matrix", "color_range"):
-            if not isinstance(d[name], str):
-                raise ValueError(f"{name} must be a string, not {d[name]!r}")
+            raise ValueError(f"fps {_show(fps[0])}/{_show(fps[1])} is out of range")
         return cls(
             width=d["width"], height=d["height"], num_frames=d["num_frames"], fps=Fraction(fps[0], fps[1]),
             pix_fmt=d["pix_fmt"], bit_depth=d["bit_depth"], color_matrix=d["color_matrix"],
@@ -145,4 +167,4 @@ class Video:
 
     @property
     def max_value(self) -> int:
-        return 255 if self.info.bit_depth == 8 else 65535
+        return self.info.max_value

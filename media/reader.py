@@ -367,3 +367,27 @@ def probe_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | Non
                 _check_frame(source, frame, info, count)
                 count += 1
     return _finish(source, info, count)
+
+
+def read_planes(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None = None,
+                fps: Fraction | None = None, color_matrix: str | None = None, color_range: str | None = None,
+                max_frames: int | None = None) -> tuple[VideoInfo, list[list[np.ndarray]]]:
+    """The decoded frames' own planes, no colour conversion: per frame [Y, U, V] (or [Y] for gray).
+
+    This is what video-coding PSNR (HM, VTM, ffmpeg's psnr filter) is measured on:
+    limited range as stored, chroma at its stored resolution, uint8 or uint16 samples.
+    ``info`` is what :func:`read_video` would return for the same arguments.
+    """
+    from .colour import frame_planes
+
+    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+    planes = []
+    with _opened(path, request) as (source, frames, first, info):
+        if is_rgb_pix_fmt(info.pix_fmt):
+            raise MediaError(f"{source.path} is RGB ({info.pix_fmt}): it has no YUV planes")
+        for frame in chain([first], frames):
+            _check_frame(source, frame, info, len(planes))
+            if frame.format.name.replace("yuvj", "yuv") != info.pix_fmt:  # nv12, p010...: the planar layout
+                frame = frame.reformat(format=info.pix_fmt)
+            planes.append(frame_planes(frame)[: 1 if is_gray_pix_fmt(info.pix_fmt) else 3])
+    return _finish(source, info, len(planes)), planes

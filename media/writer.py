@@ -4,8 +4,11 @@ Output keeps the source's size, frame count, frame rate, pixel format and bit de
 wherever the format can hold them, and converts RGB back to YUV with the matrix and
 range recorded in the VideoInfo, so reading the output reproduces the frames up to
 colour rounding.  Files are written under a temporary name next to the target and
-renamed into place only when complete: a failed or interrupted write never leaves a
-half-written file, and never clobbers an existing one.
+renamed into place only when complete: a failed or interrupted write (Ctrl-C, SIGTERM,
+SIGHUP included) never leaves a half-written file, and never clobbers an existing one.
+A symlink to a file is followed (its target is replaced, the link stays); ``-``
+(stdout), FIFOs and character devices are written straight into, with no temporary
+file (MP4 then is fragmented, since a stream cannot be rewound to write its index).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +26,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from ..errors import MediaError
+from ..fileio import STDOUT, SignalGuard, open_stream, output_target, remove_quietly
 from .clip import PIX_FMT_BIT_DEPTH, Video, VideoInfo, is_gray_pix_fmt, is_rgb_pix_fmt
 from .colour import AV_RANGE_OF, TAG_OF_MATRIX, rgb_to_source
 
@@ -42,7 +47,9 @@ _UMASK = _current_umask()
 
 
 def output_format_for(path, format: str | None = None) -> str:
-    """The output format: ``format`` if given, else from the extension; folders and bare names are PNG frames."""
+    """The output format: ``format`` if given, else from the extension; folders and bare
+    names are PNG frames, except ``-`` (stdout) and FIFOs/devices without an extension,
+    which get Y4M (a stream holds one file, and Y4M is what players read from a pipe)."""
     if format is not None:
         name = str(format).lower().lstrip(".")
         if name not in OUTPUT_FORMATS:
@@ -50,6 +57,8 @@ def output_format_for(path, format: str | None = None) -> str:
         return name
     text = os.fspath(path)
     target = Path(text)
+    if text == STDOUT or (not target.suffix and output_target(text).stream):
+        return "y4m"
     if target.is_dir() or text.endswith(("/", os.sep)) or not target.suffix:
         return "png"
     suffix = target.suffix.lower().lstrip(".")
@@ -140,10 +149,13 @@ _MUXER = {"y4m": "yuv4mpegpipe", "yuv": "rawvideo", "mkv": "matroska", "mp4": "m
 class _ContainerBackend:
     """y4m, yuv, mkv and mp4: one PyAV output container at a temporary path."""
 
-    def __init__(self, temp_path: Path, plan: _Plan, info: VideoInfo):
+    def __init__(self, destination: str, plan: _Plan, info: VideoInfo, streaming: bool = False):
         # y4m above 8 bits is an extension that FFmpeg only writes when told unofficial is fine.
         options = {"strict": "unofficial"} if plan.format == "y4m" else {}
-        self.container = av.open(str(temp_path), "w", format=_MUXER[plan.format], options=options)
+        if plan.format == "mp4" and streaming:
+            # A pipe cannot be rewound to write the index at the end: fragmented MP4.
+            options["movflags"] = "frag_keyframe+empty_moov"
+        self.container = av.open(destination, "w", format=_MUXER[plan.format], options=options)
         try:
             self.stream = self.container.add_stream(plan.codec, rate=info.fps, options=plan.codec_options)
             self.stream.width, self.stream.height, self.stream.pix_fmt = info.width, info.height, plan.pix_fmt
@@ -175,9 +187,10 @@ class _ContainerBackend:
 class _PngBackend:
     """One PNG file per frame (f00001.png, ...), or a single file for a one-frame .png target."""
 
-    def __init__(self, temp_path: Path, plan: _Plan, info: VideoInfo, single_file: bool):
+    def __init__(self, temp_path: Path, plan: _Plan, info: VideoInfo, single_file: bool, stream=None):
         self.temp_path = temp_path
         self.single_file = single_file
+        self.stream = stream  # a binary file object for stream outputs (one frame only)
         self.context = av.CodecContext.create("png", "w")
         self.context.width, self.context.height, self.context.pix_fmt = info.width, info.height, plan.pix_fmt
         self.count = 0
@@ -187,14 +200,22 @@ class _PngBackend:
             raise MediaError("a .png output holds one frame; name a folder for more")
         self.count += 1
         data = b"".join(bytes(packet) for packet in self.context.encode(frame))
+        if self.stream is not None:
+            self.stream.write(data)
+            return
         target = self.temp_path if self.single_file else self.temp_path / PNG_FRAME_NAME.format(self.count)
         target.write_bytes(data)
 
     def finish(self) -> None:
-        pass
+        if self.stream is not None:
+            self.stream.close()
 
     def abort(self) -> None:
-        pass
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except OSError:  # the reader went away; the output is being abandoned anyway
+                pass
 
 
 class VideoWriter:
@@ -212,21 +233,42 @@ class VideoWriter:
         self.frames_written = 0
         self._reformatter = VideoReformatter()
         self._closed = False
-        self._png_single_file = self.format == "png" and self.path.suffix.lower() == ".png"
+        # Where the bytes really go: a stream is written into, a symlink followed.
+        self._target = output_target(path)
+        self._stream = self._target.stream
+        self._png_single_file = self.format == "png" and (self.path.suffix.lower() == ".png" or self._stream)
         if self._png_single_file and info.num_frames != 1:
-            raise MediaError(f"{self.path}: a .png output holds one frame; name a folder for {info.num_frames} frames")
+            what = "a stream" if self._stream else "a .png output"
+            raise MediaError(f"{self.path}: {what} holds one frame (PNG); name a folder for {info.num_frames} frames")
         self._is_folder = self.format == "png" and not self._png_single_file
-        self._temp = self._make_temp()
+        self._final = Path(self._target.path)
+        self._temp = None
+        self._stream_handle = None
+        # From here until commit or abort a partial output exists: SIGTERM and SIGHUP
+        # must unwind through abort() like Ctrl-C does, not kill the process outright.
+        self._signals = SignalGuard()
+        self._signals.start()
         try:
-            if self.format == "png":
-                self._backend = _PngBackend(self._temp, self.plan, info, self._png_single_file)
+            if self._stream:
+                destination = "pipe:1" if self._target.is_stdout else self._target.path
+                if self._target.is_stdout:
+                    sys.stdout.flush()
             else:
-                self._backend = _ContainerBackend(self._temp, self.plan, info)
-        except av.FFmpegError as error:
+                self._temp = self._make_temp()
+                destination = str(self._temp)
+            if self.format == "png":
+                if self._stream:
+                    self._stream_handle = open_stream(self._target)
+                self._backend = _PngBackend(self._temp, self.plan, info, self._png_single_file, self._stream_handle)
+            else:
+                self._backend = _ContainerBackend(destination, self.plan, info, streaming=self._stream)
+        except (av.FFmpegError, OSError) as error:
             self._remove_temp()
+            self._signals.stop()
             raise MediaError(f"cannot write {self.path}: {_reason(error)}") from None
         except BaseException:
             self._remove_temp()
+            self._signals.stop()
             raise
 
     @property
@@ -235,33 +277,32 @@ class VideoWriter:
         return self.plan.description
 
     def _make_temp(self) -> Path:
-        parent = self.path.parent
+        parent = self._final.parent
         if parent.exists() and not parent.is_dir():
             raise MediaError(f"cannot write {self.path}: {parent} is not a folder")
         if not parent.is_dir():
             raise MediaError(f"output folder {parent} does not exist")
         if self._is_folder:
-            if self.path.exists() and not self.path.is_dir():
+            if self._final.exists() and not self._final.is_dir():
                 raise MediaError(f"{self.path} exists and is not a folder (PNG frames need a folder)")
-        elif self.path.is_dir():
+        elif self._final.is_dir():
             raise MediaError(f"{self.path} is a folder; name a file for {self.format} output")
         try:
             if self._is_folder:
-                return Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.path.name}.", suffix=".partial"))
-            handle, name = tempfile.mkstemp(dir=parent, prefix=f".{self.path.name}.", suffix=".partial")
+                return Path(tempfile.mkdtemp(dir=parent, prefix=f".{self._final.name}.", suffix=".partial"))
+            handle, name = tempfile.mkstemp(dir=parent, prefix=f".{self._final.name}.", suffix=".partial")
             os.close(handle)
             return Path(name)
         except OSError as error:
             raise MediaError(f"cannot write to {parent}: {error.strerror or error}") from None
 
     def _remove_temp(self) -> None:
+        if self._temp is None:
+            return
         if self._is_folder:
             shutil.rmtree(self._temp, ignore_errors=True)
         else:
-            try:
-                self._temp.unlink()
-            except FileNotFoundError:
-                pass
+            remove_quietly(self._temp)  # never raises: cleanup must not mask the real error
 
     def write(self, frames: np.ndarray) -> None:
         """Append (N, H, W, 3) RGB frames (or one (H, W, 3) frame) in the Video dtype convention."""
@@ -303,23 +344,29 @@ class VideoWriter:
         except (av.FFmpegError, OSError) as error:
             self.abort()
             raise MediaError(f"cannot write {self.path}: {_reason(error)}") from None
+        except BaseException:
+            self.abort()  # a signal during the final flush: the output is incomplete
+            raise
         self._closed = True
+        self._signals.stop()
 
     def _commit(self) -> None:
+        if self._stream:
+            return  # written straight into the stream
         if not self._is_folder:
             os.chmod(self._temp, 0o666 & ~_UMASK)
-            os.replace(self._temp, self.path)
+            os.replace(self._temp, self._final)
             return
-        if not self.path.exists():
+        if not self._final.exists():
             os.chmod(self._temp, 0o777 & ~_UMASK)
-            os.rename(self._temp, self.path)
+            os.rename(self._temp, self._final)
             return
         # An existing folder: replace our frames in it, leave anything else alone,
         # and drop frames of an earlier, longer video that would follow ours.
         for frame_file in sorted(self._temp.iterdir()):
-            os.replace(frame_file, self.path / frame_file.name)
+            os.replace(frame_file, self._final / frame_file.name)
         os.rmdir(self._temp)
-        for old in self.path.iterdir():
+        for old in self._final.iterdir():
             match = _PNG_FRAME_PATTERN.fullmatch(old.name)
             if match and int(match.group(1)) > self.frames_written:
                 old.unlink()
@@ -329,8 +376,11 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
-        self._backend.abort()
-        self._remove_temp()
+        try:
+            self._backend.abort()
+            self._remove_temp()
+        finally:
+            self._signals.stop()
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -21,7 +21,7 @@ before any slice: the decoder therefore repeats the matching exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,7 @@ from compressai.models.base import CompressionModel, get_scale_table
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 
-from .config import ModelConfig, check_int
+from .config import ModelConfig, config_field
 
 # The latent is at 1/16 and the hyper latent at 1/64 of the image: images are padded
 # to a multiple of this.
@@ -40,30 +40,21 @@ PAD_MULTIPLE = 64
 
 @dataclass
 class CLCConfig(ModelConfig):
-    channels: int = 64  # N: width of the transforms and hyper latent
-    latent_channels: int = 128  # M: channels of y
-    slices: int = 4  # channel slices of y, coded one after another
-    ref_channels: int = 64  # channels of the synthesized conditioning latent
-    key_channels: int = 32  # channels of the matching keys/queries
-    num_refs: int = 3  # k: dictionary entries used per image
-    conditioning: bool = True  # False: the same backbone without the reference (ablation)
+    channels: int = config_field(64, low=8, high=512)  # N: width of the transforms and hyper latent
+    latent_channels: int = config_field(128, low=8, high=512)  # M: channels of y
+    slices: int = config_field(4, low=1, high=16)  # channel slices of y, coded one after another
+    ref_channels: int = config_field(64, low=4, high=512)  # channels of the synthesized conditioning latent
+    key_channels: int = config_field(32, low=4, high=256)  # channels of the matching keys/queries
+    num_refs: int = config_field(3, low=1, high=8)  # k: dictionary entries used per image
+    # False: the same backbone without the reference (ablation)
+    conditioning: bool = config_field(True)
     # Strides of the analysis stages (the synthesis mirrors them): the entropy model and
     # the padding assume the latent at 1/16, so four stages of 2 is the only choice.
-    strides: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    strides: list[int] = config_field(default_factory=lambda: [2, 2, 2, 2], low=2, high=2, length=(4, 4))
 
-    def validate(self) -> None:
-        if self.strides != [2, 2, 2, 2]:
-            raise ValueError(f"model config strides={self.strides!r}: only [2, 2, 2, 2] is supported")
-        check_int("channels", self.channels, 8, 512)
-        check_int("latent_channels", self.latent_channels, 8, 512)
-        check_int("slices", self.slices, 1, 16)
-        check_int("ref_channels", self.ref_channels, 4, 512)
-        check_int("key_channels", self.key_channels, 4, 256)
-        check_int("num_refs", self.num_refs, 1, 8)
+    def check_consistency(self) -> None:
         if self.latent_channels % self.slices:
             raise ValueError("model config latent_channels must be a multiple of slices")
-        if not isinstance(self.conditioning, bool):
-            raise ValueError("model config conditioning must be true or false")
 
 
 def _slice_net(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -270,59 +261,3 @@ class CLCModel(CompressionModel):
         y_hat = torch.cat(decoded, dim=1)
         return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "y_hat": y_hat}
 
-
-# -- weights files (safetensors: plain tensors plus a JSON metadata string) -------------
-
-def _stored_dtype(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    # Transforms are stored as float16 to keep the shipped package small; the entropy
-    # models (factorized prior of z, scale table) stay float32, and the integer CDF
-    # tables stay as they are: they were computed by update() and are used verbatim.
-    if tensor.is_floating_point() and not name.startswith(("entropy_bottleneck.", "gaussian_conditional.")):
-        return tensor.to(torch.float16)
-    return tensor
-
-
-def ordinary_file_mode(path) -> None:
-    """safetensors creates files with mode 0600; weights are ordinary files (umask decides)."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def save_weights(model: CLCModel, path, metadata: dict) -> None:
-    """Write ``model`` (after ``update()``) with its config and ``metadata`` atomically."""
-    import json
-    import os
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {name: _stored_dtype(name, t.detach().cpu()).contiguous() for name, t in model.state_dict().items()}
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        save_file(tensors, str(temp), metadata={"config": json.dumps(model.config.to_dict()),
-                                                "nnc": json.dumps(metadata)})
-        ordinary_file_mode(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def load_weights(path) -> tuple[CLCModel, dict]:
-    """A CLC model and its metadata from a weights file written by :func:`save_weights`."""
-    import json
-
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    config = CLCConfig.from_dict(json.loads(header["config"]))
-    model = CLCModel(config)
-    state = {name: (t.float() if t.dtype == torch.float16 else t) for name, t in tensors.items()}
-    model.load_state_dict(state)
-    return model.eval(), json.loads(header.get("nnc", "{}"))

@@ -17,23 +17,19 @@ its crop, recomputed by encoder and decoder alike.  The file also keeps what the
 encoder needs to retrieve entries for a new image (scaler, PCA, the entries' reduced
 features) and the SHA-256 of the weights whose transform made the features.
 
-Files are safetensors (plain tensors and a JSON string): nothing is unpickled.
+Saving and loading dictionaries (safetensors files) is the codec layer's business:
+:mod:`nnc.codec.clc_weights`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import NncError
-from .clc import ordinary_file_mode
 
 POOL_GRIDS = (1, 2)
 DICTIONARY_VERSION = 1
@@ -82,7 +78,7 @@ class CLCDictionary:
     pca_components: torch.Tensor  # (P, D)
     entry_features: torch.Tensor  # (E, P) reduced features of the entries
     meta: dict
-    sha256: str = ""
+    sha256: str = ""  # of the file it was read from or written to (nnc.codec.clc_weights)
 
     @property
     def size(self) -> int:
@@ -103,47 +99,6 @@ class CLCDictionary:
     def reference_images(self, indices: list[int]) -> torch.Tensor:
         """(1, k, 3, S, S) float references in [0, 1] for the entries ``indices``."""
         return self.crops[list(indices)].float().div(255).unsqueeze(0)
-
-    def save(self, path) -> str:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        tensors = {"crops": self.crops, "feature_mean": self.feature_mean, "feature_std": self.feature_std,
-                   "pca_mean": self.pca_mean, "pca_components": self.pca_components,
-                   "entry_features": self.entry_features}
-        temp = path.with_name(path.name + ".tmp")
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp), metadata={"nnc": json.dumps(self.meta)})
-            ordinary_file_mode(temp)
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        self.sha256 = file_sha256(path)
-        return self.sha256
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_dictionary(path) -> CLCDictionary:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("nnc", "{}"))
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        dictionary = CLCDictionary(meta=meta, sha256=file_sha256(path), **tensors)
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise NncError(f"{path}: not a CLC dictionary ({str(error).splitlines()[0]})") from None
-    if meta.get("version") != DICTIONARY_VERSION or dictionary.crops.dtype != torch.uint8 or dictionary.crops.ndim != 4:
-        raise NncError(f"{path}: not a CLC dictionary of version {DICTIONARY_VERSION}")
-    return dictionary
 
 
 def build_dictionary(feature_model, images: list[np.ndarray], *, entries: int = 32, crop: int = 256,

@@ -87,13 +87,13 @@ This module knows nothing about files, quantization or training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig, check_int
+from .config import ModelConfig, config_field
 
 # Bounds for configurations read from untrusted headers.
 MAX_STAGES = 6
@@ -129,22 +129,30 @@ LADDER_LOCAL_CHANNELS = 16
 class HiNeRVConfig(ModelConfig):
     """Everything needed to rebuild the network (defaults: the authors' bunny-s at 720p)."""
 
-    frames: int = BUNNY_FRAMES  # number of frames the grids index (time is t / frames)
-    base_height: int = 18  # first-stage grid: padded frame size / total stride
-    base_width: int = 32
-    strides: list[int] = field(default_factory=lambda: [5, 2, 2, 2])
-    channels: int = 280
-    reduce: float = 2.0  # width of stage i > 0 = max(int(previous // reduce), min_channels)
-    min_channels: int = 1
-    depths: list[int] = field(default_factory=lambda: [3, 3, 3, 1])
-    expansions: list[float] = field(default_factory=lambda: [4.0, 4.0, 4.0, 1.0])
-    kernels: list[int] = field(default_factory=lambda: [3, 3, 3, 3])
-    stem_kernel: int = 3
-    base_grid_frames: int = BUNNY_BASE_GRID_FRAMES
-    base_grid_channels: int = 8
-    base_grid_levels: int = 2
-    local_grid_channels: int = 16
-    local_grid_levels: int = 3
+    # number of frames the grids index (time is t / frames)
+    frames: int = config_field(BUNNY_FRAMES, low=1, high=MAX_FRAMES)
+    # first-stage grid: padded frame size / total stride
+    base_height: int = config_field(18, low=1, high=MAX_FRAME_SIDE)
+    base_width: int = config_field(32, low=1, high=MAX_FRAME_SIDE)
+    strides: list[int] = config_field(default_factory=lambda: [5, 2, 2, 2], low=1, high=MAX_STRIDE,
+                                      length=(1, MAX_STAGES))
+    channels: int = config_field(280, low=1, high=MAX_WIDTH)
+    # width of stage i > 0 = max(int(previous // reduce), min_channels)
+    reduce: float = config_field(2.0, low=1.0, high=4.0)
+    min_channels: int = config_field(1, low=1, high=MAX_WIDTH)
+    depths: list[int] = config_field(default_factory=lambda: [3, 3, 3, 1], low=1, high=MAX_DEPTH,
+                                     length=(1, MAX_STAGES))
+    # Below 1 / MAX_WIDTH no stage could have a hidden unit (check_consistency says so).
+    expansions: list[float] = config_field(default_factory=lambda: [4.0, 4.0, 4.0, 1.0], low=1 / MAX_WIDTH,
+                                           high=MAX_EXPANSION, length=(1, MAX_STAGES))
+    kernels: list[int] = config_field(default_factory=lambda: [3, 3, 3, 3], low=1, high=MAX_KERNEL,
+                                      length=(1, MAX_STAGES))
+    stem_kernel: int = config_field(3, low=1, high=MAX_KERNEL)
+    base_grid_frames: int = config_field(BUNNY_BASE_GRID_FRAMES, low=1, high=MAX_FRAMES)
+    base_grid_channels: int = config_field(8, low=1, high=MAX_GRID_CHANNELS)
+    base_grid_levels: int = config_field(2, low=1, high=MAX_GRID_LEVELS)
+    local_grid_channels: int = config_field(16, low=1, high=MAX_GRID_CHANNELS)
+    local_grid_levels: int = config_field(3, low=1, high=MAX_GRID_LEVELS)
 
     @property
     def total_stride(self) -> int:
@@ -179,42 +187,11 @@ class HiNeRVConfig(ModelConfig):
         channels = max(int(self.local_grid_channels * 0.5**stage), 1)
         return [(max(self.frames >> j, 1), channels << j) for j in range(self.local_grid_levels)]
 
-    def validate(self) -> None:
-        check_int("frames", self.frames, 1, MAX_FRAMES)
-        check_int("base_height", self.base_height, 1, MAX_FRAME_SIDE)
-        check_int("base_width", self.base_width, 1, MAX_FRAME_SIDE)
-        for name in ("strides", "depths", "expansions", "kernels"):
-            value = getattr(self, name)
-            if not isinstance(value, list) or not 1 <= len(value) <= MAX_STAGES:
-                raise ValueError(f"model config {name}={value!r} invalid")
+    def check_consistency(self) -> None:
         if not len(self.strides) == len(self.depths) == len(self.expansions) == len(self.kernels):
             raise ValueError("model config strides, depths, expansions and kernels differ in length")
-        for stride in self.strides:
-            check_int("stride", stride, 1, MAX_STRIDE)
-        for depth in self.depths:
-            check_int("depth", depth, 1, MAX_DEPTH)
-        for kernel in self.kernels + [self.stem_kernel]:
-            check_int("kernel", kernel, 1, MAX_KERNEL)
-            if kernel % 2 == 0:
-                raise ValueError("model config kernels must be odd")
-        for expansion in self.expansions:
-            if (
-                not isinstance(expansion, (int, float)) or isinstance(expansion, bool)
-                or not math.isfinite(expansion) or not 0 < expansion <= MAX_EXPANSION
-            ):
-                raise ValueError(f"model config expansion={expansion!r} outside (0, {MAX_EXPANSION}]")
-        check_int("channels", self.channels, 1, MAX_WIDTH)
-        check_int("min_channels", self.min_channels, 1, MAX_WIDTH)
-        if (
-            not isinstance(self.reduce, (int, float)) or isinstance(self.reduce, bool)
-            or not math.isfinite(self.reduce) or not 1.0 <= self.reduce <= 4.0
-        ):
-            raise ValueError(f"model config reduce={self.reduce!r} outside [1, 4]")
-        check_int("base_grid_frames", self.base_grid_frames, 1, MAX_FRAMES)
-        check_int("base_grid_channels", self.base_grid_channels, 1, MAX_GRID_CHANNELS)
-        check_int("base_grid_levels", self.base_grid_levels, 1, MAX_GRID_LEVELS)
-        check_int("local_grid_channels", self.local_grid_channels, 1, MAX_GRID_CHANNELS)
-        check_int("local_grid_levels", self.local_grid_levels, 1, MAX_GRID_LEVELS)
+        if any(kernel % 2 == 0 for kernel in self.kernels + [self.stem_kernel]):
+            raise ValueError("model config kernels must be odd")
         if self.padded_height > MAX_FRAME_SIDE or self.padded_width > MAX_FRAME_SIDE:
             raise ValueError("model config output size exceeds the format's bounds")
         for (_, out), expansion in zip(self.stage_widths(), self.expansions):

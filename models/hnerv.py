@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig, check_int
+from .config import ModelConfig, config_field
 
 # Bounds for configurations read from untrusted headers: generous for real use, small
 # enough that a crafted header cannot ask for an absurd network.
@@ -35,17 +35,21 @@ MAX_FRAME_SIDE = 16384
 class HNeRVConfig(ModelConfig):
     """Everything needed to rebuild the decoder (and the encoder used to fit it)."""
 
-    strides: list[int] = field(default_factory=lambda: [5, 4, 4, 2, 2])
-    fc_dim: int = 96  # width of the first decoder stage, solved for a target size
-    embed_channels: int = 16
-    embed_height: int = 2
-    embed_width: int = 4
-    encoder_width: int = 64
-    kernel_first: int = 1  # k_i = min(kernel_first + 2 i, kernel_max), HNeRV's "ks 0_1_5"
-    kernel_max: int = 5
-    reduce: float = 1.2  # width of stage i+1 = max(round(width_i / reduce), lower_width)
-    lower_width: int = 12
-    encoder_blocks: int = 1
+    strides: list[int] = config_field(default_factory=lambda: [5, 4, 4, 2, 2], low=1, high=MAX_STRIDE,
+                                      length=(1, MAX_STAGES))
+    # width of the first decoder stage, solved for a target size
+    fc_dim: int = config_field(96, low=1, high=MAX_WIDTH)
+    embed_channels: int = config_field(16, low=1, high=MAX_EMBED_CHANNELS)
+    embed_height: int = config_field(2, low=1, high=MAX_FRAME_SIDE)
+    embed_width: int = config_field(4, low=1, high=MAX_FRAME_SIDE)
+    encoder_width: int = config_field(64, low=1, high=MAX_WIDTH)
+    # k_i = min(kernel_first + 2 i, kernel_max), HNeRV's "ks 0_1_5"
+    kernel_first: int = config_field(1, low=1, high=MAX_KERNEL)
+    kernel_max: int = config_field(5, low=1, high=MAX_KERNEL)
+    # width of stage i+1 = max(round(width_i / reduce), lower_width)
+    reduce: float = config_field(1.2, low=0.5, high=4.0)
+    lower_width: int = config_field(12, low=1, high=MAX_WIDTH)
+    encoder_blocks: int = config_field(1, low=0, high=8)
 
     @property
     def total_stride(self) -> int:
@@ -73,24 +77,9 @@ class HNeRVConfig(ModelConfig):
     def stage_kernels(self) -> list[int]:
         return [min(self.kernel_first + 2 * i, self.kernel_max) for i in range(len(self.strides))]
 
-    def validate(self) -> None:
-        if not isinstance(self.strides, list) or not 1 <= len(self.strides) <= MAX_STAGES:
-            raise ValueError(f"model config strides={self.strides!r} invalid")
-        for stride in self.strides:
-            check_int("stride", stride, 1, MAX_STRIDE)
-        check_int("fc_dim", self.fc_dim, 1, MAX_WIDTH)
-        check_int("embed_channels", self.embed_channels, 1, MAX_EMBED_CHANNELS)
-        check_int("embed_height", self.embed_height, 1, MAX_FRAME_SIDE)
-        check_int("embed_width", self.embed_width, 1, MAX_FRAME_SIDE)
-        check_int("encoder_width", self.encoder_width, 1, MAX_WIDTH)
-        check_int("kernel_first", self.kernel_first, 1, MAX_KERNEL)
-        check_int("kernel_max", self.kernel_max, 1, MAX_KERNEL)
-        check_int("lower_width", self.lower_width, 1, MAX_WIDTH)
-        check_int("encoder_blocks", self.encoder_blocks, 0, 8)
+    def check_consistency(self) -> None:
         if self.kernel_first % 2 == 0 or self.kernel_max % 2 == 0:
             raise ValueError("model config kernels must be odd")
-        if not isinstance(self.reduce, (int, float)) or not 0.5 <= float(self.reduce) <= 4.0:
-            raise ValueError(f"model config reduce={self.reduce!r} outside [0.5, 4]")
         if self.padded_height > MAX_FRAME_SIDE or self.padded_width > MAX_FRAME_SIDE:
             raise ValueError("model config output size exceeds the format's bounds")
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig, check_int
+from .config import ModelConfig, config_field
 
 # Bounds for configurations read from untrusted headers.
 MAX_STAGES = 8
@@ -45,17 +45,21 @@ PAPER_GRID_SHORT = 9
 class NeRVConfig(ModelConfig):
     """Everything needed to rebuild the network."""
 
-    strides: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2])
-    fc_height: int = 9
-    fc_width: int = 16
-    fc_dim: int = PAPER_FC_DIM  # channels of the stem's output grid, solved for a target size
-    stem_dim: int = 512
-    expansion: float = 1.0  # width of the first stage = int(fc_dim * expansion)
-    reduction: int = 2  # later stages: max(width // reduction, lower_width) (no change at stride 1)
-    lower_width: int = PAPER_LOWER_WIDTH
-    pe_base: float = 1.25
-    pe_levels: int = 40
-    activation: str = "swish"
+    strides: list[int] = config_field(default_factory=lambda: [5, 2, 2, 2, 2], low=1, high=MAX_STRIDE,
+                                      length=(1, MAX_STAGES))
+    fc_height: int = config_field(9, low=1, high=MAX_FRAME_SIDE)
+    fc_width: int = config_field(16, low=1, high=MAX_FRAME_SIDE)
+    # channels of the stem's output grid, solved for a target size
+    fc_dim: int = config_field(PAPER_FC_DIM, low=1, high=MAX_WIDTH)
+    stem_dim: int = config_field(512, low=1, high=MAX_STEM_DIM)
+    # width of the first stage = int(fc_dim * expansion)
+    expansion: float = config_field(1.0, low=0.01, high=64.0)
+    # later stages: max(width // reduction, lower_width) (no change at stride 1)
+    reduction: int = config_field(2, low=1, high=8)
+    lower_width: int = config_field(PAPER_LOWER_WIDTH, low=1, high=MAX_WIDTH)
+    pe_base: float = config_field(1.25, low=1.0, high=4.0)
+    pe_levels: int = config_field(40, low=1, high=MAX_PE_LEVELS)
+    activation: str = config_field("swish", choices=ACTIVATIONS)
 
     @property
     def total_stride(self) -> int:
@@ -90,26 +94,7 @@ class NeRVConfig(ModelConfig):
     def parameter_count(self) -> int:
         return parameter_count(self)
 
-    def validate(self) -> None:
-        def number(name, value, low, high):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
-                raise ValueError(f"model config {name}={value!r} outside [{low}, {high}]")
-
-        if not isinstance(self.strides, list) or not 1 <= len(self.strides) <= MAX_STAGES:
-            raise ValueError(f"model config strides={self.strides!r} invalid")
-        for stride in self.strides:
-            check_int("stride", stride, 1, MAX_STRIDE)
-        check_int("fc_height", self.fc_height, 1, MAX_FRAME_SIDE)
-        check_int("fc_width", self.fc_width, 1, MAX_FRAME_SIDE)
-        check_int("fc_dim", self.fc_dim, 1, MAX_WIDTH)
-        check_int("stem_dim", self.stem_dim, 1, MAX_STEM_DIM)
-        check_int("reduction", self.reduction, 1, 8)
-        check_int("lower_width", self.lower_width, 1, MAX_WIDTH)
-        check_int("pe_levels", self.pe_levels, 1, MAX_PE_LEVELS)
-        number("expansion", self.expansion, 0.01, 64.0)
-        number("pe_base", self.pe_base, 1.0, 4.0)
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"model config activation={self.activation!r} not one of {ACTIVATIONS}")
+    def check_consistency(self) -> None:
         if self.padded_height > MAX_FRAME_SIDE or self.padded_width > MAX_FRAME_SIDE:
             raise ValueError("model config output size exceeds the format's bounds")
         if max(self.stage_widths()) > MAX_WIDTH:

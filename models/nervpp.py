@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nerv import NeRV, NeRVBlock, NeRVConfig, choose_grid, solve_for_size
+from .config import config_field
+from .nerv import MAX_WIDTH, NeRV, NeRVBlock, NeRVConfig, choose_grid, solve_for_size
 
 PAPER_LOWER_WIDTH = 80
 GATE_EXPANSION = 8 / 3  # hidden width of the gated block: int(8/3 * C) (authors' code)
@@ -31,7 +32,7 @@ PRESETS = {"XS": 8, "S": 26, "M": 58, "L": 112}  # fc_dim of the 9x16x fc_dim st
 
 @dataclass
 class NeRVPPConfig(NeRVConfig):
-    lower_width: int = PAPER_LOWER_WIDTH
+    lower_width: int = config_field(PAPER_LOWER_WIDTH, low=1, high=MAX_WIDTH)
 
     def gate_hidden(self, channels: int) -> int:
         return int(GATE_EXPANSION * channels)

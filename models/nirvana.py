@@ -26,13 +26,13 @@ the rate term, not by the size).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig, check_int
+from .config import ModelConfig, config_field
 
 # Bounds for configurations read from untrusted headers.
 MAX_GROUP_SIZE = 64
@@ -55,19 +55,24 @@ W0 = 30.0
 class NIRVANAConfig(ModelConfig):
     """One group's network (all groups share it)."""
 
-    group_size: int = 4  # G frames rendered by one network
-    patch_size: int = 16  # P: side of the square patch one SIREN coordinate renders
-    siren_width: int = 64
-    siren_layers: int = 3  # sine layers (the first takes the 2-D coordinate)
-    feature_channels: int = 16  # channels of the patch feature map the SIREN outputs
-    upsampler_channels: int = 8  # channels per frame inside the upsampler
-    strides: list[int] = field(default_factory=lambda: [2, 2])  # PixelShuffle factors
-    w0: float = W0
+    group_size: int = config_field(4, low=1, high=MAX_GROUP_SIZE)  # G frames rendered by one network
+    # P: side of the square patch one SIREN coordinate renders
+    patch_size: int = config_field(16, low=1, high=MAX_PATCH_SIZE)
+    siren_width: int = config_field(64, low=1, high=MAX_WIDTH)
+    # sine layers (the first takes the 2-D coordinate)
+    siren_layers: int = config_field(3, low=1, high=MAX_SIREN_LAYERS)
+    # channels of the patch feature map the SIREN outputs
+    feature_channels: int = config_field(16, low=1, high=MAX_WIDTH)
+    # channels per frame inside the upsampler
+    upsampler_channels: int = config_field(8, low=1, high=MAX_WIDTH)
+    # PixelShuffle factors
+    strides: list[int] = config_field(default_factory=lambda: [2, 2], low=1, high=MAX_STRIDE, length=(1, MAX_STAGES))
+    w0: float = config_field(W0, low=1.0, high=100.0)
     # The patch grid covering the frame.  Stored (not derived from the media header) so
     # that the config alone bounds the decoder's work: the decoder checks that it is
     # exactly the grid of the video's size.
-    rows: int = 1
-    cols: int = 1
+    rows: int = config_field(1, low=1, high=MAX_GRID)
+    cols: int = config_field(1, low=1, high=MAX_GRID)
 
     @property
     def total_stride(self) -> int:
@@ -96,23 +101,9 @@ class NIRVANAConfig(ModelConfig):
             largest = max(largest, self.group_size * self.upsampler_channels * (rows * side) * (cols * side))
         return max(largest, self.group_size * 3 * (rows * self.patch_size) * (cols * self.patch_size))
 
-    def validate(self) -> None:
-        check_int("group_size", self.group_size, 1, MAX_GROUP_SIZE)
-        check_int("patch_size", self.patch_size, 1, MAX_PATCH_SIZE)
-        check_int("siren_width", self.siren_width, 1, MAX_WIDTH)
-        check_int("siren_layers", self.siren_layers, 1, MAX_SIREN_LAYERS)
-        check_int("feature_channels", self.feature_channels, 1, MAX_WIDTH)
-        check_int("upsampler_channels", self.upsampler_channels, 1, MAX_WIDTH)
-        check_int("rows", self.rows, 1, MAX_GRID)
-        check_int("cols", self.cols, 1, MAX_GRID)
-        if not isinstance(self.strides, list) or not 1 <= len(self.strides) <= MAX_STAGES:
-            raise ValueError(f"model config strides={self.strides!r} invalid")
-        for stride in self.strides:
-            check_int("stride", stride, 1, MAX_STRIDE)
+    def check_consistency(self) -> None:
         if self.patch_size % self.total_stride:
             raise ValueError(f"model config patch_size {self.patch_size} is not a multiple of the strides' product")
-        if isinstance(self.w0, bool) or not isinstance(self.w0, (int, float)) or not 1.0 <= float(self.w0) <= 100.0:
-            raise ValueError(f"model config w0={self.w0!r} outside [1, 100]")
         if self.feature_channels * self.feature_size**2 > 1 << 16:
             raise ValueError("model config feature map per patch exceeds the format's bounds")
         if self.parameter_count() > MAX_PARAMETERS:

@@ -9,8 +9,12 @@ earlier session used are frozen (their gradients are zeroed), so earlier videos 
 decoding exactly as before.  Each video has its own RGB head.
 
 The Fourier subneural operator (FSO) replaces one stride-2 upsampling stage: rFFT2 of
-the features, the kept low-frequency modes multiplied by learned complex weights
-(masked like every other weight), inverse rFFT2 at twice the size.
+the features, every mode of that spectrum multiplied by learned complex weights
+(masked like every other weight), inverse rFFT2 at twice the size.  Keeping all the
+stage's modes is the paper's choice (the authors' code sets ``n_modes`` to the
+stage's input size, e.g. 45x80 at 720p); files written before issue 14 kept only the
+3 lowest (``fso_modes=3`` in their header), which made the stage a low-pass filter,
+and still decode with that.
 
 This module knows nothing about files or quantization: it defines the network, its
 configuration (written into the bitstream header) and the size solver.  Masked layers
@@ -27,12 +31,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import check_int
-from .nerv import MAX_PARAMETERS, PAPER_LOWER_WIDTH, NeRVConfig, activation, choose_grid, positional_encoding, solve_for_size
+from .config import check_int, config_field
+from .nerv import MAX_PARAMETERS, MAX_STAGES, MAX_STEM_DIM, PAPER_LOWER_WIDTH, NeRVConfig, activation, choose_grid, positional_encoding, solve_for_size
 
 MAX_SESSIONS = 256
 MAX_SESSION_LEVELS = 16
 MAX_FSO_MODES = 64
+ALL_FSO_MODES = 0  # ``fso_modes`` value meaning the stage's whole rFFT2 spectrum
+LEGACY_FSO_MODES = 3  # the mode count of PFNR files written before issue 14
 # The session index s enters as PE(s / max_sessions) with base 2: distinct sessions get
 # clearly distinct inputs (the frame encoding's base 1.25 is made for t in [0, 1)).
 SESSION_PE_BASE = 2.0
@@ -42,11 +48,15 @@ SESSION_PE_BASE = 2.0
 class PFNRConfig(NeRVConfig):
     """NeRV's configuration plus the session input and the FSO stage."""
 
-    stem_dim: int = 512
-    session_levels: int = 8
-    max_sessions: int = 64  # session indices are encoded as s / max_sessions; appends stop there
-    fso_stage: int = -1  # index of the stage replaced by the FSO block (-1: none)
-    fso_modes: int = 3  # kept frequencies: up to 2*modes rows (both signs) and modes columns
+    stem_dim: int = config_field(512, low=1, high=MAX_STEM_DIM)
+    session_levels: int = config_field(8, low=1, high=MAX_SESSION_LEVELS)
+    # session indices are encoded as s / max_sessions; appends stop there
+    max_sessions: int = config_field(64, low=1, high=MAX_SESSIONS)
+    # index of the stage replaced by the FSO block (-1: none); below len(strides)
+    fso_stage: int = config_field(-1, low=-1, high=MAX_STAGES - 1)
+    # Kept frequencies: 0 (ALL_FSO_MODES, the paper) every mode of the stage's input;
+    # k > 0 (older files) up to 2k rows (both signs) and k columns.
+    fso_modes: int = config_field(ALL_FSO_MODES, low=ALL_FSO_MODES, high=MAX_FSO_MODES)
 
     @property
     def embed_length(self) -> int:
@@ -63,6 +73,8 @@ class PFNRConfig(NeRVConfig):
     def fso_shape(self) -> tuple[int, int]:
         """(rows, columns) of the kept rFFT2 modes of the FSO stage's input."""
         height, width = self.stage_input_size(self.fso_stage)
+        if self.fso_modes == ALL_FSO_MODES:
+            return height, width // 2 + 1
         return min(2 * self.fso_modes, height), min(self.fso_modes, width // 2 + 1)
 
     def backbone_parameter_count(self) -> int:
@@ -85,14 +97,19 @@ class PFNRConfig(NeRVConfig):
         """Backbone plus one head: the model one video decodes with."""
         return self.backbone_parameter_count() + self.head_parameter_count()
 
-    def validate(self) -> None:
-        check_int("session_levels", self.session_levels, 1, MAX_SESSION_LEVELS)
-        check_int("max_sessions", self.max_sessions, 1, MAX_SESSIONS)
-        check_int("fso_modes", self.fso_modes, 1, MAX_FSO_MODES)
-        if not isinstance(self.strides, list) or not 1 <= len(self.strides) <= 8:
-            raise ValueError(f"model config strides={self.strides!r} invalid")
+    @classmethod
+    def from_dict(cls, data: dict):
+        # Every header nnc wrote names fso_modes.  Should one lack it, read it with the
+        # first files' mode count, not today's default: a missing field must not change
+        # what an existing file decodes to.
+        if isinstance(data, dict) and "fso_modes" not in data:
+            data = dict(data, fso_modes=LEGACY_FSO_MODES)
+        return super().from_dict(data)
+
+    def check_consistency(self) -> None:
+        # Every field already passed its own bounds (ModelConfig.validate).
         check_int("fso_stage", self.fso_stage, -1, len(self.strides) - 1)
-        super().validate()  # NeRV's bounds, and the parameter bound through parameter_count
+        super().check_consistency()  # NeRV's rules, and the parameter bound through parameter_count
         if self.fso and self.strides[self.fso_stage] != 2:
             raise ValueError(f"model config fso_stage={self.fso_stage} is not a stride-2 stage")
         if self.parameter_count() > MAX_PARAMETERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +31,33 @@ def workdir(tmp_path_factory):
     write_video(directory / "clip.y4m", synthetic_video())
     result = run("encode", directory / "clip.y4m", "-o", directory / "clip.nnc", *ENCODE_FAST)
     assert result.exit_code == 0, result.output
+    (directory / "encode_stdout.txt").write_text(result.stdout)
     return directory
 
 
 def test_encode_prints_a_summary(workdir):
+    """The summary's bytes are the file's, its bpp comes from them, and its PSNR is that
+    of what `nnc decode` writes, measured here independently of nnc's metrics."""
+    from PIL import Image
+
     nnc = workdir / "clip.nnc"
-    assert nnc.exists()
-    header = read_bitstream_file(nnc).header
-    assert header["media"]["pix_fmt"] == "yuv420p"
+    summary = (workdir / "encode_stdout.txt").read_text()
+    match = re.search(r"wrote (.+?): (\d+) bytes, (\d+\.\d+) bpp, PSNR (\d+\.\d+) dB \(RGB, after quantization\)",
+                      summary)
+    assert match, summary
+    assert Path(match[1]) == nnc
+    assert int(match[2]) == nnc.stat().st_size
+    assert float(match[3]) == pytest.approx(nnc.stat().st_size * 8 / (8 * 64 * 128), abs=5e-5)  # printed to 4 places
+    folder = workdir / "summary_png"
+    assert run("decode", nnc, "-o", folder).exit_code == 0
+    decoded = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))])
+    source = read_video(workdir / "clip.y4m").frames  # the RGB the encoder read
+    assert decoded.shape == source.shape == (8, 64, 128, 3)
+    mse = np.mean((source.astype(np.float64) - decoded) ** 2, axis=(1, 2, 3))
+    psnr = float(np.mean(10 * np.log10(255.0**2 / mse)))
+    assert float(match[4]) == pytest.approx(psnr, abs=0.005 + 1e-9)  # printed to 2 places
+    assert psnr > 20.0  # 30 epochs learn this smooth clip (a flat grey frame scores ~13 dB)
+    assert read_bitstream_file(nnc).header["media"]["pix_fmt"] == "yuv420p"
 
 
 @pytest.mark.parametrize("suffix", [".y4m", ".mkv", ".yuv", ".mp4", "_png"])
@@ -198,3 +218,25 @@ def test_park_joy_short_encode_reaches_a_psnr_bound(tmp_path):
     # park joy is dense texture; 60 epochs of a 60k model reach ~20 dB (flat grey: ~12 dB).
     assert header["encoder"]["psnr_rgb"] > 18.0
     assert header["media"]["width"] == 160 and header["media"]["height"] == 90
+
+
+def test_encode_options_come_from_the_codecs_options_dataclasses(tmp_path):
+    """Help texts and defaults are written once, in each codec's Options; a flag the chosen
+    codec does not have is refused in one line before anything is read."""
+    from nnc.codec.hnerv import HNeRVOptions
+    from nnc.codec.nirvana import NIRVANAOptions
+    from nnc.codec.registry import available_codecs
+
+    text = run("encode", "--help").output
+    assert f"Registered codec: {', '.join(available_codecs())}." in " ".join(text.split())
+    flat = " ".join(text.split())
+    assert f"(default {HNeRVOptions().embed_bits})" in flat and "--lambda" in flat and "--fso / --no-fso" in flat
+    assert f"nirvana: Training steps per group (a chain's first group gets 2x) (default {NIRVANAOptions().epochs})" in flat
+    missing = tmp_path / "missing.y4m"  # never read: the option check comes first
+    for args, fragment in [(["--fso"], "--fso does not apply to --model hnerv"),
+                           (["--model", "nirvana", "--embed-bits", "4"], "--embed-bits does not apply to --model nirvana"),
+                           (["--model", "clc", "--size", "60k"], "--size does not apply to --model clc"),
+                           (["--model", "nerv", "--prune", "1.5"], "--prune must be in [0, 1)")]:
+        result = run("encode", missing, "-o", tmp_path / "x.nnc", *args)
+        assert result.exit_code == 1 and f"nnc: {fragment}" in result.output, result.output
+    assert not (tmp_path / "x.nnc").exists()

@@ -537,3 +537,51 @@ def test_shared_park_joy_10bit_and_bus_yuv():
     assert park.frames.dtype == np.uint16
     bus = probe_video(shared("bus_352x288_17f_yuv420p.yuv"), size=(352, 288), pix_fmt="yuv420p")
     assert (bus.width, bus.height, bus.num_frames, bus.fps) == (352, 288, 17, 25)
+
+
+def _png_rgb16(path: Path, rgb: np.ndarray) -> None:
+    """A 16-bit RGB PNG written byte by byte (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    height, width, _ = rgb.shape
+    raw = b"".join(b"\0" + rgb[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def test_image_reader_refuses_16_bit_rgb_png(tmp_path):
+    """Pillow opens a 16-bit RGB PNG as 8-bit "RGB" (the low byte dropped); the README
+    promises a refusal, and coding it silently would measure against another image."""
+    from nnc.media.image import read_image
+
+    deep = tmp_path / "deep.png"
+    _png_rgb16(deep, np.arange(8 * 8 * 3, dtype=np.uint16).reshape(8, 8, 3) * 257)
+    with pytest.raises(MediaError, match="16-bit images .* not supported") as caught:
+        read_image(deep)
+    assert "\n" not in str(caught.value)
+
+
+def test_output_size_estimate_and_limits():
+    from nnc.media import DEFAULT_MAX_PIXELS, check_output_limits, estimated_output_bytes
+
+    info = VideoInfo(1920, 1080, 100_000, Fraction(25), "yuv420p", 8, "bt709", "tv")
+    assert estimated_output_bytes(info, "yuv") == 1920 * 1080 * 3 // 2 * 100_000  # exact for raw YUV
+    assert estimated_output_bytes(info, "y4m", num_frames=10) == (1920 * 1080 * 3 // 2 + 6) * 10
+    deep = VideoInfo(17, 9, 1, Fraction(25), "yuv420p10le", 10, "bt709", "tv")
+    assert estimated_output_bytes(deep, "yuv") == 2 * (17 * 9 + 2 * 9 * 5)  # chroma rounds up, 2 bytes a sample
+    with pytest.raises(MediaError, match="--max-output-bytes") as caught:
+        check_output_limits(info, "y4m")
+    assert "\n" not in str(caught.value)
+    check_output_limits(info, "y4m", num_frames=100)  # a frame range that fits
+    check_output_limits(info, "y4m", max_output_bytes=10**12)
+    huge = VideoInfo(16384, 16384, 1, Fraction(25), "yuv420p", 8, "bt709", "tv")
+    assert huge.width * huge.height > DEFAULT_MAX_PIXELS
+    with pytest.raises(MediaError, match="--max-pixels 268435456"):
+        check_output_limits(huge, "png")
+    check_output_limits(huge, "png", max_pixels=16384 * 16384)

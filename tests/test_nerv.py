@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from nnc.bitstream import Bitstream, TensorGroup, decode_bitstream, encode_bitstream, read_bitstream_file
 from nnc.cli.main import main
-from nnc.codec.api import decode_frames, encode_video
-from nnc.codec.base import EncodeOptions, float_to_frames
+from nnc.codec.base import float_to_frames
+from nnc.codec.nerv import NeRVOptions
+from nnc.codec.video_api import decode_frames, encode_video
 from nnc.codec.nerv import MASK_SUFFIX, VALUES_SUFFIX, NeRVCodec, NeRVPPCodec
 from nnc.errors import InvalidBitstreamError
 from nnc.metrics import mean_psnr, psnr_per_frame
@@ -117,7 +118,7 @@ def encode_capturing(tmp_path_factory, model_name: str, prune: float):
 
     video = synthetic_video()
     path = tmp_path_factory.mktemp(model_name) / f"clip_{prune}.nnc"
-    options = EncodeOptions(size=TINY_SIZE[model_name], epochs=25, lr=5e-3, prune=prune, finetune_epochs=4,
+    options = NeRVOptions(size=TINY_SIZE[model_name], epochs=25, lr=5e-3, prune=prune, finetune_epochs=4,
                             device="cpu", show_progress=False)
     with mock.patch.object(codec_class, "compress", capture):
         report = encode_video(video, path, model_name, options)
@@ -273,7 +274,7 @@ def test_interrupted_finetune_resumes_to_the_same_file(tmp_path):
     from nnc.codec import training
 
     video = synthetic_video(num_frames=4, height=32, width=64)
-    options = EncodeOptions(size=1e5, epochs=3, lr=5e-3, prune=0.4, finetune_epochs=2, device="cpu",
+    options = NeRVOptions(size=1e5, epochs=3, lr=5e-3, prune=0.4, finetune_epochs=2, device="cpu",
                             show_progress=False, checkpoint_interval=1e-9)
     reference = encode_video(video, tmp_path / "reference.nnc", "nerv", options)
     output = tmp_path / "clip.nnc"
@@ -294,7 +295,7 @@ def test_interrupted_finetune_resumes_to_the_same_file(tmp_path):
         return training.fit(*args, **kwargs)
 
     with mock.patch("nnc.codec.nerv.fit", side_effect=counting_fit):
-        resumed = encode_video(video, output, "nerv", EncodeOptions(**{**options.__dict__, "resume": True}))
+        resumed = encode_video(video, output, "nerv", NeRVOptions(**{**options.__dict__, "resume": True}))
     assert fits == [2]  # only the fine-tuning ran again
     assert not (tmp_path / "clip.nnc.ckpt.finetune").exists() and not (tmp_path / "clip.nnc.ckpt").exists()
     assert output.read_bytes() == (tmp_path / "reference.nnc").read_bytes()

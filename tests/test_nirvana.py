@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from nnc.bitstream import decode_bitstream, encode_bitstream, read_bitstream_file
 from nnc.cli.main import main
 from nnc.codec import nirvana as nirvana_codec
-from nnc.codec.api import decode_frames, encode_video
-from nnc.codec.base import EncodeOptions
+from nnc.codec.nirvana import NIRVANAOptions
+from nnc.codec.video_api import decode_frames, encode_video
 from nnc.errors import InvalidBitstreamError, NncError
 from nnc.metrics import mean_psnr, psnr_per_frame
 from nnc.media import read_video, write_video
@@ -32,11 +32,11 @@ EPOCHS = 100  # steps per warm-started group (the first group of a chain: 2x)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def options(**changes) -> EncodeOptions:
+def options(**changes) -> NIRVANAOptions:
     fields = dict(size=SIZE, epochs=EPOCHS, lr=5e-3, rate_lambda=1e-3, device="cpu", show_progress=False,
                   checkpoint_interval=0)
     fields.update(changes)
-    return EncodeOptions(**fields)
+    return NIRVANAOptions(**fields)
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from nnc.bitstream import Bitstream, decode_bitstream, encode_bitstream, read_bitstream_file
-from nnc.bitstream.container import TAG_GROUP
-from nnc.cli.info import describe_file
+from nnc.bitstream import Bitstream, decode_bitstream, encode_bitstream, encode_group_chunk, read_bitstream_file
+from nnc.bitstream import group_chunks as file_group_chunks
 from nnc.cli.main import main
 from nnc.codec import pfnr as pfnr_codec
-from nnc.codec.api import decode_file
-from nnc.codec.base import EncodeOptions, float_to_frames
-from nnc.codec.video_set_api import (append_to_set, decode_video_set_member, encode_video_set, group_chunk,
-                                     split_chunks)
+from nnc.codec.base import float_to_frames
+from nnc.codec.files import decode_file, describe
+from nnc.codec.video_set_api import append_to_set, decode_video_set_member, encode_video_set
 from nnc.errors import InvalidBitstreamError, NncError
 from nnc.metrics import mean_psnr, psnr_per_frame
 from nnc.media import Video, VideoInfo, read_video, write_video
@@ -31,8 +29,8 @@ from nnc.models import pfnr as pfnr_model
 from synthetic import synthetic_frames
 
 HEIGHT, WIDTH = 64, 128
-OPTIONS = EncodeOptions(size=1.2e5, epochs=20, lr=1e-2, loss="l2", batch_size=2, device="cpu", show_progress=False,
-                        checkpoint_interval=0)
+OPTIONS = pfnr_codec.PFNROptions(size=1.2e5, epochs=20, lr=1e-2, loss="l2", batch_size=2, device="cpu",
+                                 show_progress=False, checkpoint_interval=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -54,7 +52,8 @@ def decoded(bitstream: Bitstream, index: int) -> np.ndarray:
 
 
 def group_chunks(data: bytes) -> list[bytes]:
-    return [chunk for tag, chunk in split_chunks(data) if tag == TAG_GROUP]
+    """Each TGRP chunk of a file as it lies there, framing included."""
+    return [chunk.to_bytes() for chunk in file_group_chunks(data)]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,7 @@ def test_masks_round_trip_and_frozen_weights_stay_put(sets):
     bitstream = read_bitstream_file(sets["files"][2])
     config, _ = pfnr_codec.parse_set_header(bitstream.header["model"])
     states = [pfnr_codec.replay(config, bitstream.groups[: n + 1]) for n in range(4)]
-    capacity = 1 - pfnr_codec.DEFAULTS["prune"]
+    capacity = 1 - pfnr_codec.PFNROptions().prune
     for session, state in enumerate(states):
         for name, mask in state.masks[session].items():
             assert mask.sum() == max(1, round(capacity * mask.size))  # top-c of every layer
@@ -129,7 +128,7 @@ def test_masks_round_trip_and_frozen_weights_stay_put(sets):
         again = decode_bitstream(encode_bitstream(Bitstream("pfnr", {}, [group]))).groups[0]
         assert [t.name for t in again.tensors] == [t.name for t in group.tensors]
         assert all(a == b for a, b in zip(again.tensors, group.tensors))
-        assert group_chunk(again) == group_chunk(group)
+        assert encode_group_chunk(again) == encode_group_chunk(group)
     # later sessions really reuse earlier weights (the point of progressive learning)
     last = states[-1]
     reused = sum(int((last.masks[3][n] & states[2].used[n]).sum()) for n in last.masks[3])
@@ -223,6 +222,41 @@ def test_fso_block_and_straight_through_masks():
         pfnr_model.solve_config(1, 1, 1e5, fso=True)
 
 
+def test_fso_keeps_every_mode_of_its_stage_and_old_files_keep_three():
+    """The paper's FSO multiplies the whole rFFT2 spectrum of its stage's input; files
+    written before issue 14 kept 3 modes and say so in their header."""
+    config = pfnr_model.solve_config(HEIGHT, WIDTH, 1.2e5, fso=True)
+    height, width = config.stage_input_size(config.fso_stage)
+    assert config.fso_modes == pfnr_model.ALL_FSO_MODES
+    assert config.fso_shape() == (height, width // 2 + 1)
+    legacy = replace(config, fso_modes=3)
+    assert legacy.fso_shape() == (min(6, height), 3) and legacy.fso_shape() != config.fso_shape()
+    assert pfnr_model.PFNRConfig.from_dict(legacy.to_dict()).fso_shape() == legacy.fso_shape()
+    without = {k: v for k, v in legacy.to_dict().items() if k != "fso_modes"}
+    assert pfnr_model.PFNRConfig.from_dict(without).fso_modes == 3  # never today's default
+    with pytest.raises(ValueError):
+        pfnr_model.PFNRConfig.from_dict(dict(legacy.to_dict(), fso_modes=pfnr_model.MAX_FSO_MODES + 1))
+
+    # Identity weights over every mode make the block an exact band-limited 2x upsampler:
+    # each input sample comes back at the even positions (odd sizes: no Nyquist row or
+    # column).  The old 3-column block is a low-pass filter and loses the top frequency.
+    channels, rows, columns = 3, 5, 7
+    x = torch.randn(2, channels, rows, columns)
+    errors = []
+    for kept_columns in (columns // 2 + 1, 3):
+        block = pfnr_model.FourierUpsample(channels, channels, rows, kept_columns)
+        with torch.no_grad():
+            block.weight.zero_()
+            for channel in range(channels):
+                block.weight[channel, channel, ..., 0] = 1.0
+        block.fixed_mask = torch.ones_like(block.weight)
+        with torch.no_grad():
+            y = block(x)
+        assert y.shape == (2, channels, 2 * rows, 2 * columns)
+        errors.append(float((y[..., ::2, ::2] - x).abs().max()))
+    assert errors[0] < 1e-5 and errors[1] > 0.1, errors
+
+
 def test_cli_end_to_end(tmp_path):
     runner = CliRunner()
     names = []
@@ -244,7 +278,7 @@ def test_cli_end_to_end(tmp_path):
     result = runner.invoke(main, ["decode", str(tmp_path / "set.nnc"), "--video", "2", "-o", str(tmp_path / "c.y4m")])
     assert result.exit_code == 0, result.output
     assert read_video(tmp_path / "c.y4m").frames.shape == (5, HEIGHT, WIDTH, 3)
-    info = describe_file(tmp_path / "set.nnc")
+    info = describe(tmp_path / "set.nnc")
     assert "video 2: clip2.y4m" in info["text"] and "shared bytes" in info["text"]
     videos = info["data"]["video_set"]["videos"]
     shared = info["data"]["video_set"]["shared_bytes"]
@@ -289,7 +323,15 @@ def test_append_refuses_to_clobber_a_file_changed_meanwhile(sets, tmp_path, monk
 
 
 def test_benchmark_crop_and_resize_keeps_content():
-    from nnc.eval.pfnr_benchmark import crop_and_resize
+    import importlib.util
+    from pathlib import Path
+
+    # benchmarks/ holds scripts, not library modules: load the script by its path.
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pfnr_benchmark.py"
+    spec = importlib.util.spec_from_file_location("pfnr_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    crop_and_resize = module.crop_and_resize
 
     frames = np.zeros((2, 90, 160, 3), np.uint8)
     frames[:, :, :80] = 200  # left half bright

@@ -1,19 +1,22 @@
 """Fuzzing the whole decode path: container, entropy decoder, codec, frame output.
 
-``python -m nnc.codec.fuzz --cases N --seed S [--out benchmarks/results/fuzz_decoder.json]``
+``.venv/bin/python tools/fuzz_decoder.py --cases N --seed S [--out benchmarks/results/fuzz_decoder.json]``
+
+A tool, not part of the installed package: it imports nnc like any user of it, and
+cuts files into chunks only through :mod:`nnc.bitstream.chunks`.
 
 For every registered codec it encodes a tiny synthetic clip (a tiny model, one epoch)
 into valid ``.nnc`` bytes, then feeds mutated copies of them to exactly what
 ``nnc decode`` runs: :func:`nnc.bitstream.decode_bitstream`, then
-:func:`nnc.codec.api.decode_frames` consumed to the end, on the CPU.
+:func:`nnc.codec.video_api.decode_frames` consumed to the end, on the CPU.
 
 Mutations range from blind (truncation, bit flips, byte runs) to structural, with the
 chunk CRC recomputed so that the inner parsers and the codec's own checks are reached:
 inflated varints (tensor counts, dimensions, stream lengths), wrong versions, chunks
 dropped, duplicated or reordered, header JSON edits (absurd media sizes and frame
 counts, model config values, wrong types), and tensor edits re-encoded through the
-container (shapes that disagree with the config, renamed or missing tensors,
-consistent re-sizings that must decode).
+container (shapes that disagree with the config, renamed or missing tensors, raw
+byte strings cut short or replaced, consistent re-sizings that must decode).
 
 An input passes when it decodes, or is refused with an :class:`~nnc.errors.NncError`
 (in practice InvalidBitstreamError), within ``--time-limit`` seconds (1 s) and without
@@ -42,17 +45,24 @@ import sys
 import time
 import traceback
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from nnc.bitstream import Chunk, join_chunks, split_chunks
+from nnc.bitstream.chunks import PREFIX_BYTES, group_fields
+from nnc.bitstream.container import write_file_atomically
+from nnc.bitstream.entropy import ByteWriter
+from nnc.bitstream.framing import MAGIC, TAG_GROUP
+from nnc.errors import NncError
+
 MIB = 1 << 20
 DEFAULT_TIME_LIMIT = 1.0
 DEFAULT_MEMORY_MIB = 1024
 DEFAULT_KILL_AFTER = 30.0
-PREFIX_BYTES = 10  # magic + version
+CHUNK_LENGTH_OFFSET = 4  # a chunk's u32 length follows its 4-byte tag (FORMAT.md 2.1)
 
 
 # What the checks cannot hold by construction, recorded with every campaign.
@@ -83,10 +93,11 @@ SEED_CLIPS = (SeedClip(2, 32, 48, "yuv420p"), SeedClip(3, 20, 36, "gray10le"))
 
 
 def _synthetic_video(clip: SeedClip, seed: int):
-    from ..media import PIX_FMT_BIT_DEPTH, Video, VideoInfo
+    from nnc.media import PIX_FMT_BIT_DEPTH, Video, VideoInfo
 
     depth = PIX_FMT_BIT_DEPTH[clip.pix_fmt]
-    max_value = 255 if depth == 8 else 65535
+    info = VideoInfo(width=clip.width, height=clip.height, num_frames=clip.frames, fps=Fraction(25), pix_fmt=clip.pix_fmt,
+                     bit_depth=depth, color_matrix="bt601", color_range="pc" if clip.pix_fmt.startswith("gray") else "tv")
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0 : clip.height, 0 : clip.width].astype(np.float64)
     frames = np.empty((clip.frames, clip.height, clip.width, 3), np.float64)
@@ -95,9 +106,7 @@ def _synthetic_video(clip: SeedClip, seed: int):
             frames[t, ..., c] = 0.5 + 0.4 * np.sin(x / clip.width * 6.3 + rng.uniform(0, 6.3) + t) * np.cos(y / clip.height * 3.1)
     if clip.pix_fmt.startswith("gray"):
         frames[...] = frames.mean(axis=-1, keepdims=True)
-    frames = np.round(frames * max_value).astype(np.uint8 if depth == 8 else np.uint16)
-    info = VideoInfo(width=clip.width, height=clip.height, num_frames=clip.frames, fps=Fraction(25), pix_fmt=clip.pix_fmt,
-                     bit_depth=depth, color_matrix="bt601", color_range="pc" if clip.pix_fmt.startswith("gray") else "tv")
+    frames = np.round(frames * info.max_value).astype(np.uint8 if depth == 8 else np.uint16)
     return Video(frames=frames, info=info)
 
 
@@ -108,7 +117,7 @@ SIZE_LADDER = (2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5)
 
 def _seed_sizes(codec: str, video) -> list[float]:
     if codec == "hnerv":  # its smallest model exactly
-        from ..models.hnerv import HNeRVConfig, choose_strides, model_size
+        from nnc.models.hnerv import HNeRVConfig, choose_strides, model_size
 
         num_frames, height, width = video.frames.shape[:3]
         strides, embed_h, embed_w = choose_strides(height, width)
@@ -118,15 +127,17 @@ def _seed_sizes(codec: str, video) -> list[float]:
 
 
 def _compress_smallest(codec_class, name: str, video):
-    """Compress with the codec's smallest accepted model, one epoch, quietly, on the CPU."""
-    from ..errors import NncError
-    from .base import EncodeOptions
-
-    options = EncodeOptions(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0)
+    """Compress with the codec's smallest accepted model, one epoch, quietly, on the CPU
+    (options a codec does not have, such as a model size for CLC, are left out)."""
+    known = codec_class.Options.fields()
+    quick = dict(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0)
+    quick = {key: value for key, value in quick.items() if key in known}
+    sizes = _seed_sizes(name, video) if "size" in known else [None]
     error = None
-    for size in _seed_sizes(name, video):
+    for size in sizes:
+        options = codec_class.make_options(**quick, size=size)
         try:
-            return codec_class().compress(video, replace(options, size=size))
+            return codec_class().compress(video, options)
         except NncError as refused:  # below the codec's smallest model for this clip: go up
             error = refused
     raise error
@@ -138,8 +149,8 @@ def build_seeds(seed: int = 0, *, codecs: list[str] | None = None,
     also the codecs that could not make one."""
     import torch
 
-    from ..bitstream import Bitstream, encode_bitstream
-    from .registry import available_codecs, get_codec
+    from nnc.bitstream import Bitstream, encode_bitstream
+    from nnc.codec.registry import available_codecs, get_codec
 
     seeds, errors = [], []
     for name in available_codecs() if codecs is None else codecs:
@@ -161,71 +172,26 @@ def build_seeds(seed: int = 0, *, codecs: list[str] | None = None,
 # --------------------------------------------------------------------------- chunk helpers
 
 
-def split_chunks(data: bytes) -> tuple[bytes, list[list]]:
-    """A valid file's prefix and its chunks as [tag, payload] pairs."""
-    chunks, pos = [], PREFIX_BYTES
-    while pos < len(data):
-        tag = data[pos : pos + 4]
-        (length,) = struct.unpack_from("<I", data, pos + 4)
-        chunks.append([tag, data[pos + 8 : pos + 8 + length]])
-        pos += 12 + length
-    return data[:PREFIX_BYTES], chunks
+def split_file(data: bytes) -> tuple[int, list[list]]:
+    """A file's version and its chunks as mutable [tag, payload] pairs (through the
+    bitstream's chunk API); a file whose framing an earlier mutation broke is Skip."""
+    try:
+        chunks = split_chunks(data)
+    except NncError as error:
+        raise Skip from error
+    version = max(chunk.min_version for chunk in chunks)
+    return version, [[chunk.tag, chunk.payload] for chunk in chunks]
 
 
-def chunk_bytes(tag: bytes, payload: bytes, crc: int | None = None) -> bytes:
-    body = tag + struct.pack("<I", len(payload)) + payload
-    return body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)
-
-
-def join_chunks(prefix: bytes, chunks) -> bytes:
-    return prefix + b"".join(chunk_bytes(tag, payload) for tag, payload in chunks)
+def join_file(version: int, chunks) -> bytes:
+    """The file of ``chunks`` ([tag, payload] pairs) with valid framing and CRCs."""
+    return join_chunks([Chunk(tag, payload) for tag, payload in chunks], version)
 
 
 def encode_uvarint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def group_fields(payload: bytes) -> list[tuple[int, int, str, str]]:
-    """(start, end, kind, what) of the fields of a valid TGRP payload, for targeted edits."""
-    from ..bitstream import entropy
-
-    fields = []
-    reader = entropy.ByteReader(payload, "fuzz")
-
-    def mark(kind, what, read):
-        start = reader.pos
-        value = read()
-        fields.append((start, reader.pos, kind, what))
-        return value
-
-    length = mark("uvarint", "group name length", lambda: reader.uvarint("", 1 << 62))
-    reader.take(length, "")
-    count = mark("uvarint", "tensor count", lambda: reader.uvarint("", 1 << 62))
-    for index in range(count):
-        length = mark("uvarint", f"tensor {index} name length", lambda: reader.uvarint("", 1 << 62))
-        reader.take(length, "")
-        scheme = mark("u8", f"tensor {index} scheme", lambda: reader.u8(""))
-        bits = mark("u8", f"tensor {index} bits", lambda: reader.u8(""))
-        ndim = mark("u8", f"tensor {index} ndim", lambda: reader.u8(""))
-        shape = [mark("uvarint", f"tensor {index} dim {axis}", lambda: reader.uvarint("", 1 << 62)) for axis in range(ndim)]
-        axis = mark("u8", f"tensor {index} axis", lambda: reader.u8(""))
-        params = 1 if axis == 0xFF else shape[axis]
-        mark("f32s", f"tensor {index} offsets", lambda: reader.f32_array(params, ""))
-        mark("f32s", f"tensor {index} scales", lambda: reader.f32_array(params, ""))
-        low, high = (0, 2**bits - 1) if scheme == 0 else (entropy.MIN_SYMBOL, entropy.MAX_SYMBOL)
-        mark("u8", f"tensor {index} model kind", lambda: reader.u8(""))
-        reader.pos -= 1
-        mark("model", f"tensor {index} model", lambda: entropy.read_model(reader, "", low, high))
-    mark("uvarint", "stream length", lambda: reader.uvarint("", 1 << 62))
-    return fields
+    writer = ByteWriter()
+    writer.uvarint(value)
+    return bytes(writer.buffer)
 
 
 # --------------------------------------------------------------------------- mutations
@@ -247,7 +213,7 @@ class Skip(Exception):
 
 def _pick_chunk(rng, chunks, prefer_group=True):
     candidates = [i for i, (tag, payload) in enumerate(chunks) if payload]
-    groups = [i for i in candidates if chunks[i][0] == b"TGRP"]
+    groups = [i for i in candidates if chunks[i][0] == TAG_GROUP]
     if prefer_group and groups and rng.random() < 0.75:
         return rng.choice(groups)
     return rng.choice(candidates)
@@ -267,18 +233,18 @@ def m_flip_raw(rng, data, seeds):
 
 
 def m_flip_payload(rng, data, seeds):
-    prefix, chunks = split_chunks(data)
+    version, chunks = split_file(data)
     i = _pick_chunk(rng, chunks)
     payload = bytearray(chunks[i][1])
     positions = [rng.randrange(len(payload)) for _ in range(rng.randint(1, 4))]
     for p in positions:
         payload[p] ^= 1 << rng.randrange(8)
     chunks[i][1] = bytes(payload)
-    return join_chunks(prefix, chunks), f"flip bits at {positions} of chunk {i} {chunks[i][0].decode()} (CRC fixed)"
+    return join_file(version, chunks), f"flip bits at {positions} of chunk {i} {chunks[i][0].decode()} (CRC fixed)"
 
 
 def m_byte_run(rng, data, seeds):
-    prefix, chunks = split_chunks(data)
+    version, chunks = split_file(data)
     i = _pick_chunk(rng, chunks)
     payload = bytearray(chunks[i][1])
     start, length = rng.randrange(len(payload)), rng.choice([1, 2, 4, 8, 16, 64, 256])
@@ -286,11 +252,11 @@ def m_byte_run(rng, data, seeds):
     end = min(len(payload), start + length)
     payload[start:end] = bytes([value]) * (end - start)
     chunks[i][1] = bytes(payload)
-    return join_chunks(prefix, chunks), f"bytes {start}:{end} of chunk {i} set to {value:#04x} (CRC fixed)"
+    return join_file(version, chunks), f"bytes {start}:{end} of chunk {i} set to {value:#04x} (CRC fixed)"
 
 
 def m_insert_delete(rng, data, seeds):
-    prefix, chunks = split_chunks(data)
+    version, chunks = split_file(data)
     i = _pick_chunk(rng, chunks)
     payload = chunks[i][1]
     start = rng.randrange(len(payload) + 1)
@@ -302,18 +268,21 @@ def m_insert_delete(rng, data, seeds):
         count = rng.choice([1, 3, 4, 16, 1000])
         chunks[i][1] = payload[:start] + payload[start + count :]
         what = f"delete {count} bytes at {start}"
-    return join_chunks(prefix, chunks), f"{what} of chunk {i} (CRC fixed)"
+    return join_file(version, chunks), f"{what} of chunk {i} (CRC fixed)"
 
 
 def m_field(rng, data, seeds):
     """Set one field of a tensor group (counts, dimensions, lengths, bytes) to an extreme value."""
-    prefix, chunks = split_chunks(data)
-    groups = [i for i, (tag, _) in enumerate(chunks) if tag == b"TGRP"]
+    version, chunks = split_file(data)
+    groups = [i for i, (tag, _) in enumerate(chunks) if tag == TAG_GROUP]
     if not groups:
         raise Skip
     i = rng.choice(groups)
     payload = chunks[i][1]
-    fields = group_fields(payload)
+    try:
+        fields = group_fields(payload)
+    except (NncError, IndexError) as error:  # a payload an earlier mutation broke
+        raise Skip from error
     start, end, kind, what = rng.choice([f for f in fields if f[2] != "f32s"] if rng.random() < 0.85 else fields)
     if kind == "uvarint":
         value = rng.choice(INTERESTING_INTS) if rng.random() < 0.8 else rng.randrange(1 << rng.choice([8, 16, 32]))
@@ -327,37 +296,44 @@ def m_field(rng, data, seeds):
     elif kind == "f32s":
         value = rng.choice([float("nan"), float("inf"), -1.0, 0.0, 1e-45, 1e38, 3.4e38])
         new = struct.pack("<f", value) * ((end - start) // 4)
+    elif kind == "bytes":  # a raw byte string (CLC's rANS strings): one byte changed
+        if end == start:
+            raise Skip
+        raw = bytearray(payload[start:end])
+        p = rng.randrange(len(raw))
+        raw[p] = rng.randrange(256)
+        new, value = bytes(raw), f"byte {p} = {raw[p]:#04x}"
     else:  # an entropy model: change its kind byte, or its bytes after that
         model = bytearray(payload[start:end])
         p = rng.randrange(len(model))
         model[p] = rng.choice([0, 1, 2, 3, 4, 5, 6, 0x7F, 0xFF, rng.randrange(256)])
         new, value = bytes(model), f"byte {p} = {model[p]:#04x}"
     chunks[i][1] = payload[:start] + new + payload[end:]
-    return join_chunks(prefix, chunks), f"chunk {i} field {what!r} ({kind}) = {value} (CRC fixed)"
+    return join_file(version, chunks), f"chunk {i} field {what!r} ({kind}) = {value} (CRC fixed)"
 
 
 def m_chunk_length(rng, data, seeds):
-    prefix, chunks = split_chunks(data)
+    version, chunks = split_file(data)
     i = rng.randrange(len(chunks))
-    pos = PREFIX_BYTES + sum(12 + len(p) for _, p in chunks[:i])
+    pos = PREFIX_BYTES + sum(Chunk(tag, payload).size for tag, payload in chunks[:i])
     value = rng.choice([0, 1, len(chunks[i][1]) - 1, len(chunks[i][1]) + 1, 2**31, 2**32 - 1, rng.randrange(2**32)]) % 2**32
     out = bytearray(data)
-    struct.pack_into("<I", out, pos + 4, value)
+    struct.pack_into("<I", out, pos + CHUNK_LENGTH_OFFSET, value)
     return bytes(out), f"chunk {i} length field = {value}"
 
 
 def m_version(rng, data, seeds):
-    value = rng.choice([0, 2, 3, 255, 256, 0xFFFF, rng.randrange(0x10000)])
+    value = rng.choice([0, 1, 2, 3, 255, 256, 0xFFFF, rng.randrange(0x10000)])
     out = bytearray(data)
-    struct.pack_into("<H", out, 8, value)
+    struct.pack_into("<H", out, len(MAGIC), value)
     if rng.random() < 0.2:
-        out[rng.randrange(8)] ^= 0xFF
+        out[rng.randrange(len(MAGIC))] ^= 0xFF
         return bytes(out), f"version {value} and corrupt magic"
     return bytes(out), f"version {value}"
 
 
 def m_chunks(rng, data, seeds):
-    prefix, chunks = split_chunks(data)
+    version, chunks = split_file(data)
     op = rng.choice(["drop", "duplicate", "swap", "move", "unknown", "trailing", "end payload", "splice"])
     if op == "drop":
         i = rng.randrange(len(chunks))
@@ -387,20 +363,25 @@ def m_chunks(rng, data, seeds):
         chunks[-1][1] = b"\x00"
         what = "non-empty TEND"
     else:
-        _, other = split_chunks(rng.choice(seeds))
+        _, other = split_file(rng.choice(seeds))
         i, j = rng.randrange(len(chunks)), rng.randrange(len(other))
         chunks[i] = list(other[j])
         what = f"chunk {i} replaced by chunk {j} of another seed"
-    return join_chunks(prefix, chunks), f"{what} (CRCs valid)"
+    return join_file(version, chunks), f"{what} (CRCs valid)"
 
 
 def _with_header(data, edit):
-    prefix, chunks = split_chunks(data)
-    document = json.loads(zlib.decompress(chunks[0][1]))
-    result = edit(document)
+    """Edit the header JSON of a file (zlib and CRC kept valid); Skip where an earlier
+    mutation left no readable header object, or not the keys the edit changes."""
+    version, chunks = split_file(data)
+    try:
+        document = json.loads(zlib.decompress(chunks[0][1]))
+        result = edit(document)
+    except (zlib.error, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as error:
+        raise Skip from error
     text = result if isinstance(result, (bytes, str)) else json.dumps(document)
     chunks[0][1] = zlib.compress(text.encode("utf-8") if isinstance(text, str) else text)
-    return join_chunks(prefix, chunks)
+    return join_file(version, chunks)
 
 
 def m_header(rng, data, seeds):
@@ -456,9 +437,12 @@ def m_header(rng, data, seeds):
 
 def _retensor(data, edit):
     """Decode a valid file, edit its Bitstream object, re-encode (CRCs, models valid)."""
-    from ..bitstream import decode_bitstream, encode_bitstream
+    from nnc.bitstream import decode_bitstream, encode_bitstream
 
-    bitstream = decode_bitstream(data)
+    try:
+        bitstream = decode_bitstream(data)
+    except NncError as error:  # an earlier mutation broke the file: nothing to edit
+        raise Skip from error
     try:
         edit(bitstream)
         return encode_bitstream(bitstream)
@@ -467,14 +451,29 @@ def _retensor(data, edit):
 
 
 def m_tensors(rng, data, seeds):
-    """Tensors that disagree with the config, renamed, dropped, added; groups renamed or dropped."""
-    from ..bitstream import QuantizedTensor, TensorGroup
+    """Tensors that disagree with the config, renamed, dropped, added; groups renamed or dropped;
+    raw byte strings cut short, renamed or replaced by random bytes."""
+    from nnc.bitstream import QuantizedTensor, RawBytes, TensorGroup
 
     op = rng.choice(["reshape", "flatten", "slice", "extend", "rename", "drop", "add", "group rename", "group drop",
-                     "group empty", "group add", "swap tensors", "bits"])
+                     "group empty", "group add", "swap tensors", "bits", "raw cut", "raw random", "raw rename"])
 
     def edit(bs):
         group = rng.choice(bs.groups)
+        if op.startswith("raw "):
+            if not group.raw_bytes:
+                raise Skip
+            index = rng.randrange(len(group.raw_bytes))
+            entry = group.raw_bytes[index]
+            if op == "raw cut":
+                data = entry.data[: rng.randrange(len(entry.data) + 1)]
+            elif op == "raw random":
+                data = bytes(rng.randrange(256) for _ in range(len(entry.data)))
+            else:
+                data = entry.data
+            name = rng.choice(["", "streams", entry.name + "x"]) if op == "raw rename" else entry.name
+            group.raw_bytes[index] = RawBytes(name, data)
+            return
         tensor_index = rng.randrange(len(group.tensors)) if group.tensors else None
         tensor = group.tensors[tensor_index] if tensor_index is not None else None
         if op in ("reshape", "flatten", "slice", "extend", "bits") and tensor is None:
@@ -507,7 +506,7 @@ def m_tensors(rng, data, seeds):
         elif op == "group empty":
             group.tensors.clear()
         elif op == "group add":
-            bs.groups.append(TensorGroup(rng.choice(["weights", "extra"]), list(group.tensors)))
+            bs.groups.append(TensorGroup(rng.choice(["weights", "extra"]), list(group.tensors), list(group.raw_bytes)))
         elif op == "swap tensors":
             if len(group.tensors) < 2:
                 raise Skip
@@ -522,7 +521,7 @@ def m_tensors(rng, data, seeds):
 
 
 def replace_tensor(tensor, symbols):
-    from ..bitstream import QuantizedTensor
+    from nnc.bitstream import QuantizedTensor
 
     axis = tensor.axis
     offset, scale = tensor.offset, tensor.scale
@@ -650,8 +649,8 @@ def _status_bytes(field: str) -> int | None:
 
 def decode_all(data: bytes) -> int:
     """Exactly what ``nnc decode`` does, minus writing: returns the frames produced."""
-    from ..bitstream import decode_bitstream
-    from .api import decode_frames
+    from nnc.bitstream import decode_bitstream
+    from nnc.codec.video_api import decode_frames
 
     frames = 0
     for batch in decode_frames(decode_bitstream(data), device="cpu"):
@@ -674,8 +673,6 @@ def _sleep(data: bytes) -> int:
 def _worker(connection, warmup: list[bytes], memory_bytes: int, target: str = "decode_all") -> None:
     import resource
     import warnings
-
-    from ..errors import NncError
 
     # Corrupt scales legitimately dequantize to inf/NaN; the warnings are noise here.
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -871,10 +868,10 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
                 pass
             worker.stop()
 
-    from .api import machine_description
+    from nnc.codec.base import machine_description
 
     return {
-        "tool": "nnc.codec.fuzz",
+        "tool": "tools/fuzz_decoder.py",
         "date": started_at.isoformat(timespec="seconds"),
         "machine": dict(machine_description(), platform=platform.platform(), cpu_count=os.cpu_count()),
         "settings": {
@@ -902,7 +899,7 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nnc.codec.fuzz", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tools/fuzz_decoder.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
@@ -921,9 +918,7 @@ def main(argv=None) -> int:
     text = json.dumps(record, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        temp = args.out.with_name(args.out.name + ".partial")
-        temp.write_text(text + "\n")
-        os.replace(temp, args.out)
+        write_file_atomically(args.out, (text + "\n").encode())
     slowest = record["slowest"][0] if record["slowest"] else None
     print(f"{record['inputs_tried']} inputs, {record['failure_count']} failures, outcomes {record['outcomes']}, "
           f"slowest {slowest['seconds'] if slowest else '-'} s, {record['elapsed_seconds']} s", file=sys.stderr)

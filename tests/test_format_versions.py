@@ -1,0 +1,67 @@
+"""Files of every format version keep decoding to the same frames.
+
+``data/golden_clc_v1.nnc`` was written by nnc before format version 2 (commit 718f5b0,
+``encode_image(synthetic_frames(1, 48, 64, seed=7)[0], ..., "clc", quality=1)`` with the
+shipped weights): CLC then stored CompressAI's rANS strings as a 1-D 8-bit minmax
+tensor.  Version 2 stores the same bytes as a raw byte string (FORMAT.md section 4.3);
+both must decode to the same image.  The HNeRV golden file (test_golden.py) covers
+version-1 files without raw bytes, which nnc still writes byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnc.bitstream import Bitstream, RawBytes, TensorGroup, decode_bitstream, encode_bitstream, inspect_bitstream
+from nnc.codec.files import decode_to_frames
+from synthetic import synthetic_frames
+
+GOLDEN_CLC_V1 = Path(__file__).parent / "data" / "golden_clc_v1.nnc"
+GOLDEN_CLC_V1_SHA256 = "59c79f17f4938a7bbb35f21a673f64de5b18d5d1370f1c055a65df895070c56f"
+GOLDEN_CLC_V1_PSNR = 21.6157  # RGB PSNR against its source, as the encoder reported it
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def test_clc_file_of_format_version_1_decodes_like_its_version_2_rewrite(tmp_path):
+    data = GOLDEN_CLC_V1.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_CLC_V1_SHA256
+    assert inspect_bitstream(data)["format_version"] == 1
+    old = decode_bitstream(data)
+    [tensor] = old.groups[0].tensors
+    assert (tensor.name, tensor.scheme, tensor.bits, tensor.symbols.ndim) == ("streams0", "minmax", 8, 1)
+    frames_v1 = decode_to_frames(GOLDEN_CLC_V1, device="cpu").frames
+    source = synthetic_frames(1, 48, 64, seed=7)[0]
+    assert frames_v1.shape == (1, 48, 64, 3)
+    assert psnr(frames_v1[0], source) == pytest.approx(GOLDEN_CLC_V1_PSNR, abs=0.05)
+
+    # The same strings as a raw byte string: a version-2 file, smaller, same image.
+    strings = np.asarray(tensor.symbols).astype(np.uint8).tobytes()
+    rewritten = encode_bitstream(Bitstream(old.codec, old.header, [TensorGroup("frame0", [], [RawBytes("streams0", strings)])]))
+    assert inspect_bitstream(rewritten)["format_version"] == 2
+    assert len(rewritten) < len(data)  # no entropy-model table, no rANS pass over bytes that cannot shrink
+    path = tmp_path / "v2.nnc"
+    path.write_bytes(rewritten)
+    frames_v2 = decode_to_frames(path, device="cpu").frames
+    assert np.array_equal(frames_v1, frames_v2)
+
+
+def test_new_clc_files_store_raw_bytes():
+    from nnc.codec.clc import CLCCodec
+    from nnc.media import Video, VideoInfo
+
+    image = synthetic_frames(1, 48, 64, seed=7)
+    info = VideoInfo.from_dict(decode_bitstream(GOLDEN_CLC_V1.read_bytes()).header["media"])
+    compressed = CLCCodec().compress(Video(frames=image, info=info), CLCCodec.make_options(quality=1, show_progress=False))
+    [group] = compressed.groups
+    assert group.tensors == [] and [entry.name for entry in group.raw_bytes] == ["streams0"]
+    [entry] = compressed.model_header["frames"]
+    assert len(group.raw_bytes[0].data) == sum(entry["lengths"])
+    data = encode_bitstream(Bitstream("clc", {"media": info.to_dict(), "model": compressed.model_header}, [group]))
+    assert inspect_bitstream(data)["format_version"] == 2
