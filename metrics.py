@@ -1,17 +1,17 @@
-"""Quality metrics on decoded RGB frames, following the INR papers' conventions.
+"""Quality metrics: RGB as the INR papers measure it, YUV as video coding measures it.
 
-PSNR is computed per frame from the RGB MSE and averaged over frames.  PSNR-YUV
-weights the Y, U and V PSNRs 6:1:1 (the video-coding convention).  MS-SSIM uses
-pytorch-msssim on RGB in [0, 1].
+PSNR-RGB is computed per frame from the RGB MSE and averaged over frames.  PSNR-Y, -U,
+-V are computed on a YUV source's own planes (limited range, 4:2:0 as stored) and
+PSNR-YUV weights them 6:1:1 (the video-coding convention).  MS-SSIM uses
+pytorch-msssim on RGB in [0, 1], also given in dB.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
-
-# Y'CbCr coefficients (Kr, Kb) of the matrices nnc records.
-_MATRIX_COEFFICIENTS = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
 
 # pytorch-msssim's 5-scale MS-SSIM needs the short side > (11 - 1) * 2**4.
 MS_SSIM_MIN_SIDE = 161
@@ -34,30 +34,46 @@ def mean_psnr(values: np.ndarray) -> float:
     return float(np.mean(np.minimum(values, 100.0)))
 
 
-def rgb_to_yuv(frames: np.ndarray, max_value: int, matrix: str = "bt601") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full-range float Y, U, V planes in [0, 1] from RGB, with 4:2:0 chroma (2x2 means)."""
-    kr, kb = _MATRIX_COEFFICIENTS.get(matrix, _MATRIX_COEFFICIENTS["bt601"])
-    rgb = _as_float(frames, max_value)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = kr * r + (1 - kr - kb) * g + kb * b
-    u = (b - y) / (2 * (1 - kb)) + 0.5
-    v = (r - y) / (2 * (1 - kr)) + 0.5
-    height, width = y.shape[1] // 2 * 2, y.shape[2] // 2 * 2
-    if height and width:
-        u = u[:, :height, :width].reshape(u.shape[0], height // 2, 2, width // 2, 2).mean(axis=(2, 4))
-        v = v[:, :height, :width].reshape(v.shape[0], height // 2, 2, width // 2, 2).mean(axis=(2, 4))
-    return y, u, v
+def psnr_planes(reference: Sequence[Sequence[np.ndarray]], distorted: Sequence[Sequence[np.ndarray]],
+                bit_depth: int) -> dict:
+    """PSNR-Y, -U, -V and the 6:1:1 PSNR-YUV of planar YUV frames, measured on the planes as stored.
 
-
-def psnr_yuv(reference: np.ndarray, distorted: np.ndarray, max_value: int, matrix: str = "bt601") -> dict:
-    """Per-plane PSNR (mean over frames) and the 6:1:1 weighted PSNR-YUV."""
-    result = {}
-    for plane, ref, dist in zip("yuv", rgb_to_yuv(reference, max_value, matrix), rgb_to_yuv(distorted, max_value, matrix)):
-        mse = np.mean((ref - dist) ** 2, axis=tuple(range(1, ref.ndim)))
-        with np.errstate(divide="ignore"):
-            result[f"psnr-{plane}"] = mean_psnr(10.0 * np.log10(1.0 / mse))
-    result["psnr-yuv"] = (6 * result["psnr-y"] + result["psnr-u"] + result["psnr-v"]) / 8
+    ``reference`` and ``distorted`` hold, per frame, the integer planes ``[Y, U, V]`` (or
+    ``[Y]`` for gray) of the same pixel format: limited range as stored, chroma at its
+    stored (e.g. 4:2:0) resolution, as HM, VTM and ffmpeg's psnr filter measure.  The
+    peak is ``2**bit_depth - 1`` (255, 1023 for 10-bit: ffmpeg's psnr filter; HM would use
+    1020 for 10-bit).  Each plane's PSNR is computed per frame and averaged over frames
+    (identical frames capped at 100 dB, as :func:`mean_psnr`); PSNR-YUV = (6 Y + U + V) / 8.
+    """
+    if len(reference) != len(distorted) or not len(reference):
+        raise ValueError(f"plane PSNR needs the same number of frames, got {len(reference)} and {len(distorted)}")
+    peak = float(2**bit_depth - 1)
+    planes = len(reference[0])
+    per_plane = np.empty((planes, len(reference)))
+    for index, (ref_frame, dist_frame) in enumerate(zip(reference, distorted)):
+        if len(ref_frame) != planes or len(dist_frame) != planes:
+            raise ValueError(f"frame {index}: {len(ref_frame)} and {len(dist_frame)} planes, expected {planes}")
+        for plane, (ref, dist) in enumerate(zip(ref_frame, dist_frame)):
+            if ref.shape != dist.shape:
+                raise ValueError(f"frame {index} plane {plane}: shapes {ref.shape} and {dist.shape}")
+            diff = ref.astype(np.float64) - dist.astype(np.float64)
+            with np.errstate(divide="ignore"):
+                per_plane[plane, index] = 10.0 * np.log10(peak * peak / np.mean(diff * diff))
+    result = {"psnr-y": mean_psnr(per_plane[0])}
+    if planes == 3:
+        result["psnr-u"], result["psnr-v"] = mean_psnr(per_plane[1]), mean_psnr(per_plane[2])
+        result["psnr-yuv"] = (6 * result["psnr-y"] + result["psnr-u"] + result["psnr-v"]) / 8
+    else:  # gray: luma is all there is
+        result["psnr-u"] = result["psnr-v"] = None
+        result["psnr-yuv"] = result["psnr-y"]
     return result
+
+
+def ms_ssim_db(value: float | None) -> float | None:
+    """MS-SSIM in dB, -10 log10(1 - MS-SSIM), the scale learned-compression papers plot it on."""
+    if value is None:
+        return None
+    return 100.0 if value >= 1.0 else float(-10.0 * np.log10(1.0 - value))
 
 
 def ms_ssim_rgb(reference: np.ndarray, distorted: np.ndarray, max_value: int, batch: int = 4) -> float | None:
@@ -74,11 +90,15 @@ def ms_ssim_rgb(reference: np.ndarray, distorted: np.ndarray, max_value: int, ba
     return float(torch.cat(values).mean())
 
 
-def compare(reference: np.ndarray, distorted: np.ndarray, max_value: int, matrix: str = "bt601") -> dict:
-    """All metrics of ``distorted`` against ``reference`` (same shape, same integer scale)."""
+def compare(reference: np.ndarray, distorted: np.ndarray, max_value: int) -> dict:
+    """The RGB metrics of ``distorted`` against ``reference`` (same shape, same integer scale).
+
+    YUV metrics need the planes themselves (:func:`psnr_planes`): a YUV made back from RGB
+    is not what video coding measures.
+    """
     if reference.shape != distorted.shape:
         raise ValueError(f"shape mismatch: reference {reference.shape}, distorted {distorted.shape}")
     result = {"psnr-rgb": mean_psnr(psnr_per_frame(reference, distorted, max_value))}
-    result.update(psnr_yuv(reference, distorted, max_value, matrix))
     result["ms-ssim-rgb"] = ms_ssim_rgb(reference, distorted, max_value)
+    result["ms-ssim-db"] = ms_ssim_db(result["ms-ssim-rgb"])
     return result

@@ -1,4 +1,4 @@
-"""The bunny benchmark (HNeRV's protocol), run as ``python -m nnc.eval.bunny``.
+"""The bunny benchmark (HNeRV's protocol): ``.venv/bin/python benchmarks/bunny.py --tier cpu``.
 
 Big Buck Bunny, all 132 frames, centre crop 1280x640 (HNeRV's protocol), RGB by
 ffmpeg's default conversion.  Tiers:
@@ -9,7 +9,10 @@ ffmpeg's default conversion.  Tiers:
 ``--model`` picks the codec: ``hnerv`` (default), ``nerv``, ``nervpp`` (their recipe:
 Fusion6, pruning 0.4 + fine-tuning, 8-bit; ``--size`` as for HNeRV) or ``nirvana``
 (``--size`` is ONE group's network, ``--epochs`` the steps per group, ``--lambda`` the
-rate weight, ``--workers`` parallel chains).  The output names carry the model.
+rate weight, ``--workers`` parallel chains) or ``hinerv`` (the authors' recipe: train,
+prune 0.15 + fine-tune, quantization-aware epochs; ``--size`` counts decoder + grids).  The output names carry the model; an
+existing result is never overwritten (the run gets ``_2``, ``_3``... appended) unless
+``--output`` names the results JSON.
 
 Writes a results JSON in CompressAI's format (plus ``meta``: settings, machine, encode
 and decode time, frames/s) and keeps the ``.nnc`` it produced.  Also reports, for the
@@ -25,54 +28,34 @@ import heapq
 import json
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..bitstream import read_bitstream_file
-from ..codec.api import decode_frames, encode_video, machine_description
-from ..codec.base import EncodeOptions
-from ..media import Video, read_video
-from ..metrics import compare
+from nnc import __version__
+from nnc.bitstream import read_bitstream_file
+from nnc.codec.base import machine_description
+from nnc.codec.files import decode_to_frames, make_options
+from nnc.codec.video_api import encode_video
+from nnc.eval.datasets import BUNNY, load_bunny
+from nnc.eval.output_paths import unused_stem
+from nnc.metrics import compare
 
 REPO = Path(__file__).resolve().parents[1]
-BUNNY = REPO.parent / "shared" / "media" / "video" / "bunny_1280x720_25fps_132f.mp4"
-MODELS = ("hnerv", "nerv", "nervpp", "nirvana")
+MODELS = ("hnerv", "nerv", "nervpp", "nirvana", "hinerv")
 # Per-model training settings of the benchmark (the codecs' own defaults otherwise).
 MODEL_OPTIONS = {
     "hnerv": dict(batch_size=2, lr=1e-3, loss="l2"),
     "nerv": dict(batch_size=1, lr=5e-4, loss="fusion6"),
     "nervpp": dict(batch_size=1, lr=5e-4, loss="fusion6"),
     "nirvana": dict(lr=1e-3),
+    # the authors' recipe; patches: the codec's default (whole frames on CPU, 80x80 on CUDA)
+    "hinerv": dict(batch_size=1, lr=2e-3, loss="fusion6"),
 }
 TIERS = {
     "gpu": dict(height=640, width=1280, size=1.5e6, epochs=300),
     "cpu": dict(height=320, width=640, size=0.375e6, epochs=300),
 }
-
-
-def centre_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    top, left = (frames.shape[1] - height) // 2, (frames.shape[2] - width) // 2
-    return frames[:, top : top + height, left : left + width]
-
-
-def area_downscale_2x(frames: np.ndarray) -> np.ndarray:
-    """Exact 2x area (box) downscale with round-half-up, in integers."""
-    t, h, w, c = frames.shape
-    blocks = frames.reshape(t, h // 2, 2, w // 2, 2, c).astype(np.uint32).sum(axis=(2, 4))
-    return ((blocks + 2) // 4).astype(frames.dtype)
-
-
-def load_bunny(tier: str, path: Path = BUNNY) -> Video:
-    video = read_video(path)
-    frames = centre_crop(video.frames, 640, 1280)
-    if tier == "cpu":
-        frames = area_downscale_2x(frames)
-    frames = np.ascontiguousarray(frames)
-    info = replace(video.info, width=frames.shape[2], height=frames.shape[1], num_frames=frames.shape[0])
-    return Video(frames=frames, info=info)
 
 
 def huffman_estimate_bits(symbols: np.ndarray) -> int:
@@ -98,13 +81,17 @@ def main(argv=None) -> None:
     parser.add_argument("--model", choices=MODELS, default="hnerv")
     parser.add_argument("--lambda", dest="rate_lambda", type=float, help="NIRVANA: rate weight (default: the codec's)")
     parser.add_argument("--workers", type=int, help="NIRVANA: parallel chains of groups (default 1)")
-    parser.add_argument("--prune", type=float, help="NeRV/NeRV++: fraction of weights removed (default 0.4)")
+    parser.add_argument("--prune", type=float, help="NeRV/NeRV++/HiNeRV: fraction of weights removed (default 0.4; HiNeRV 0.15)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the model's, see MODEL_OPTIONS)")
     parser.add_argument("--epochs", type=int, help="default: the tier's (300)")
     parser.add_argument("--size", type=float, help="model size in parameters (default: the tier's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--input", type=Path, default=BUNNY)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks",
+                        help="folder with results/ and bitstreams/ (default: the repository's benchmarks/)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results JSON to write (overwritten if it exists); the .nnc goes to OUT/bitstreams/ "
+                             "under the same name. Default: a new name, never an existing result")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if not args.input.exists():
@@ -119,18 +106,23 @@ def main(argv=None) -> None:
         tag += f"_l{args.rate_lambda:g}"
     if args.lr is not None:
         tag += f"_lr{args.lr:g}"
-    (args.out / "results").mkdir(parents=True, exist_ok=True)
+    if args.output is not None:
+        out_json, tag = args.output, args.output.stem
+    else:
+        tag = unused_stem(tag, lambda t: [args.out / "results" / f"{t}.json", args.out / "bitstreams" / f"{t}.nnc"])
+        out_json = args.out / "results" / f"{tag}.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     (args.out / "bitstreams").mkdir(parents=True, exist_ok=True)
     nnc_path = args.out / "bitstreams" / f"{tag}.nnc"
 
-    options = EncodeOptions(size=size, epochs=epochs, device=args.device, show_progress=not args.quiet,
-                            rate_lambda=args.rate_lambda, workers=args.workers, prune=args.prune,
-                            **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {})))
+    options = make_options(args.model, size=size, epochs=epochs, device=args.device, show_progress=not args.quiet,
+                           rate_lambda=args.rate_lambda, workers=args.workers, prune=args.prune,
+                           **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {})))
     report = encode_video(video, nnc_path, args.model, options)
 
     started = time.perf_counter()
     bitstream = read_bitstream_file(nnc_path)
-    decoded = np.concatenate(list(decode_frames(bitstream, device="cpu")))
+    decoded = decode_to_frames(nnc_path, device="cpu").frames
     decode_seconds = time.perf_counter() - started
     metrics = compare(video.frames, decoded, video.max_value)
 
@@ -161,18 +153,19 @@ def main(argv=None) -> None:
             "settings": dict(report.settings, seed=options.seed),
             "model_size": report.stats.get("model_size"),
             "model_size_note": "NIRVANA: parameters of all group networks (one group's network x groups)"
-            if args.model == "nirvana" else "decoder parameters (+ embeddings for HNeRV)",
+            if args.model == "nirvana" else "decoder parameters (+ embeddings for HNeRV, + grids for HiNeRV)",
             "encode_seconds": report.encode_seconds,
             "train_psnr_before_quantization": report.stats.get("train_psnr"),
             "train_seconds": report.stats.get("train_seconds"),
             "train_frames_per_second": report.stats.get("train_frames_per_second"),
             "decode_frames_per_second": video.info.num_frames / decode_seconds,
             "codec_stats": {k: report.stats[k] for k in ("estimated_bpp", "groups", "chains", "group_parameters",
-                                                         "kept_parameters", "pruned_fraction") if k in report.stats},
+                                                         "kept_parameters", "pruned_fraction", "grid_parameters",
+                                                         "training_patch") if k in report.stats},
             "device": args.device,
             "machine": machine_description(),
             "nnc": __version__,
-            "command": f"python -m nnc.eval.bunny --tier {args.tier} --model {args.model} --epochs {epochs}"
+            "command": f"python benchmarks/bunny.py --tier {args.tier} --model {args.model} --epochs {epochs}"
             + (f" --size {size:g}" if args.size else "")
             + (f" --lambda {args.rate_lambda:g}" if args.rate_lambda is not None else "")
             + (f" --workers {args.workers}" if args.workers else "")
@@ -180,7 +173,6 @@ def main(argv=None) -> None:
             + (f" --lr {args.lr:g}" if args.lr else ""),
         },
     }
-    out_json = args.out / "results" / f"{tag}.json"
     out_json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["results"], indent=2))
     print(f"wrote {out_json} and {nnc_path}")

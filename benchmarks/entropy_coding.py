@@ -1,11 +1,13 @@
 """Entropy-coding benchmark: how close the rANS payload gets to its ideal cost.
 
-    python -m nnc.bitstream.benchmark [--output PATH]
+    .venv/bin/python benchmarks/entropy_coding.py [--output PATH]
 
 Codes a synthetic but realistic set of tensors (8-bit min-max quantized conv weights
 of an HNeRV-like decoder with Laplace, Gaussian and heavy-tailed distributions and
 per-channel spread, 8-bit biases, 6-bit frame embeddings; ~0.4M symbols) and writes
-``benchmarks/results/entropy_coding.json`` with, per tensor and in total:
+``benchmarks/results/entropy_coding.json`` (``entropy_coding_2.json``... when that
+exists: a run never replaces the committed result unless ``--output`` names it) with,
+per tensor and in total:
 
 * ``payload_bytes``: the actual rANS streams;
 * ``ideal_payload_bytes``: Shannon cost of the symbols under each chosen model's
@@ -40,8 +42,10 @@ from nnc.bitstream import (
     quantize_best_axis,
     quantize_per_tensor,
 )
+from nnc.bitstream.container import write_file_atomically
+from nnc.eval.output_paths import unused_path
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "entropy_coding.json"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "entropy_coding.json"
 
 # (name, shape, distribution) of an HNeRV-like decoder: conv weights (out*r*r, in, k, k)
 CONV_LAYERS = [
@@ -157,15 +161,18 @@ def run(output: Path, seed: int = 0) -> dict:
         "tensors": tensors,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_file_atomically(output, (json.dumps(result, indent=2) + "\n").encode())
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the JSON results")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"where to write the JSON results (default: {DEFAULT_OUTPUT.name} in "
+                             f"benchmarks/results, or the next unused name)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    args.output = args.output or unused_path(DEFAULT_OUTPUT)
     result = run(args.output, args.seed)
     print(
         f"{result['num_symbols']} symbols in {result['num_tensors']} tensors: "

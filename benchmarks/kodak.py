@@ -1,4 +1,4 @@
-"""Kodak benchmark of the CLC image codec: ``python -m nnc.eval.kodak``.
+"""Kodak benchmark of the CLC image codec: ``.venv/bin/python benchmarks/kodak.py``.
 
 Every image of the Kodak set (24 PNGs, ``../shared/media/image/kodak``) is encoded at
 every quality of a CLC weights folder into a real ``.nnc`` file and decoded back with
@@ -7,11 +7,12 @@ pixels; PSNR and MS-SSIM are measured in RGB on the 8-bit decoded image.  Per qu
 the results are averaged over the images as CompressAI does (mean of per-image PSNR
 and bpp), and written in CompressAI's results format, with BD-rate and BD-PSNR
 against the published JPEG and BPG curves in ``../shared/reference/kodak-results``
-(same 24 images) in ``meta``.
+(same 24 images) in ``meta``.  Without ``--output`` the results go to a new file
+(``kodak_clc_2.json``...): a committed result is never overwritten by default.
 
-    python -m nnc.eval.kodak                                   # shipped weights
-    python -m nnc.eval.kodak --weights DIR --name "CLC (no reference)" \
-        --out benchmarks/results/kodak_clc_noref.json --compare benchmarks/results/kodak_clc.json
+    python benchmarks/kodak.py                                   # shipped weights
+    python benchmarks/kodak.py --weights DIR --name "CLC (no reference)" \
+        --output benchmarks/results/kodak_clc_noref.json --compare benchmarks/results/kodak_clc.json
 """
 
 from __future__ import annotations
@@ -36,21 +37,20 @@ ANCHORS = {"JPEG": "jpeg.json", "BPG": "bpg_444_x265_ycbcr.json"}
 
 def code_image(path: Path, quality: int, workdir: Path) -> dict:
     """Encode ``path`` at ``quality`` to a file, decode the file, measure."""
-    from ..bitstream import Bitstream, write_bitstream_file
-    from ..codec.base import EncodeOptions
-    from ..codec.image_api import decode_image, image_as_video
-    from ..codec.registry import get_codec
-    from ..metrics import ms_ssim_rgb, psnr_per_frame
-    from ..media.image import read_image
+    from nnc.bitstream import read_bitstream_file
+    from nnc.codec.files import decode_image, make_options
+    from nnc.codec.image_api import encode_image
+    from nnc.media.image import read_image
+    from nnc.metrics import ms_ssim_rgb, psnr_per_frame
 
     image = read_image(path)
-    video = image_as_video(image)
-    started = time.perf_counter()
-    compressed = get_codec("clc")().compress(video, EncodeOptions(quality=quality, show_progress=False))
     output = workdir / f"{path.stem}_q{quality}.nnc"
-    header = {"media": video.info.to_dict(), "model": compressed.model_header}
-    file_bytes = write_bitstream_file(output, Bitstream(codec="clc", header=header, groups=compressed.groups))
+    started = time.perf_counter()
+    report = encode_image(image, output, "clc", make_options("clc", quality=quality, show_progress=False,
+                                                             checkpoint_interval=0))
     encode_seconds = time.perf_counter() - started
+    file_bytes = report.file_bytes
+    model_header = read_bitstream_file(output).header["model"]
     started = time.perf_counter()
     decoded = decode_image(output)
     decode_seconds = time.perf_counter() - started
@@ -59,7 +59,7 @@ def code_image(path: Path, quality: int, workdir: Path) -> dict:
     return {"image": path.name, "bytes": file_bytes, "bpp": file_bytes * 8 / (h * w),
             "psnr-rgb": float(psnr_per_frame(image[None], decoded[None], 255)[0]),
             "ms-ssim-rgb": ms_ssim_rgb(image[None], decoded[None], 255),
-            "references": compressed.model_header["frames"][0]["references"],
+            "references": model_header["frames"][0]["references"],
             "encoding_time": encode_seconds, "decoding_time": decode_seconds}
 
 
@@ -69,7 +69,7 @@ def load_curve(path: Path) -> tuple[list[float], list[float]]:
 
 
 def bd_against(rates, psnrs, anchors: dict) -> dict:
-    from .bdrate import bd_psnr, bd_rate
+    from nnc.eval.bdrate import bd_psnr, bd_rate
 
     out = {}
     for name, (anchor_rates, anchor_psnrs) in anchors.items():
@@ -99,7 +99,9 @@ def main(argv=None) -> int:
     parser.add_argument("--qualities", default=None, help="comma-separated (default: all in the folder)")
     parser.add_argument("--images", type=int, default=None, help="first N images only (smoke runs)")
     parser.add_argument("--name", default="CLC (nnc)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kodak_clc.json")
+    parser.add_argument("--output", "--out", dest="out", type=Path, default=None,
+                        help="results JSON (overwritten if it exists; default: a new name next to "
+                             "benchmarks/results/kodak_clc.json)")
     parser.add_argument("--compare", type=Path, default=None,
                         help="another results JSON (the conditioned model) to compare this one with")
     parser.add_argument("--command", default=None, help="command line to record in meta")
@@ -108,8 +110,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ..codec.api import machine_description
-    from ..codec.clc import WEIGHTS_ENV, CLCBundle, weights_dir
+    from nnc.codec.base import machine_description
+    from nnc.codec.clc import WEIGHTS_ENV, CLCBundle, weights_dir
+    from nnc.eval.output_paths import unused_path
+
+    if args.out is None:
+        args.out = unused_path(ROOT / "benchmarks" / "results" / "kodak_clc.json")
 
     if args.weights is not None:
         os.environ[WEIGHTS_ENV] = str(args.weights.resolve())
@@ -145,7 +151,7 @@ def main(argv=None) -> int:
     meta = {
         "dataset": f"Kodak, {len(images)} images ({args.kodak})",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": args.command or "python -m nnc.eval.kodak " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": args.command or "python benchmarks/kodak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_description(),
         "bpp": "file bytes * 8 / pixels, header and container included",
         "psnr": "RGB, 8-bit decoded image, mean over images of per-image PSNR",

@@ -1,4 +1,4 @@
-"""PFNR continual-learning benchmark, run as ``python -m nnc.eval.pfnr_benchmark``.
+"""PFNR continual-learning benchmark: ``.venv/bin/python benchmarks/pfnr_benchmark.py``.
 
 Real clips from ``../shared/media/video`` (bunny, bus, park_joy, foreman), each
 centre-cropped to a common aspect ratio and area-resized (Pillow's BOX filter) to a
@@ -13,7 +13,8 @@ together are about as large as the final PFNR file (budgets proportional to fram
 counts; the bits per parameter are calibrated on the first HNeRV encode).
 
 Writes ``benchmarks/results/pfnr_<tag>.json`` (CompressAI's ``name``/``results`` plus
-``meta``) and ``benchmarks/results/pfnr_<tag>_hnerv_baseline.json``.
+``meta``) and ``benchmarks/results/pfnr_<tag>_hnerv_baseline.json``; when those exist, a new tag
+(``<tag>_2``...) rather than overwriting them, unless ``--output`` names the JSON.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import __version__
-from ..bitstream import read_bitstream_file
-from ..codec.api import decode_frames, encode_video, machine_description
-from ..codec.base import EncodeOptions, float_to_frames
-from ..codec.pfnr import decode_session, parse_set_header, replay
-from ..codec.video_set_api import append_to_set, encode_video_set
-from ..media import Video, read_video
-from ..metrics import mean_psnr, psnr_per_frame
+from nnc import __version__
+from nnc.bitstream import inspect_bitstream, read_bitstream_file
+from nnc.codec.base import float_to_frames, machine_description
+from nnc.codec.files import decode_to_frames, make_options
+from nnc.codec.video_api import encode_video
+from nnc.codec.pfnr import decode_session, parse_set_header, replay
+from nnc.codec.video_set_api import append_to_set, describe_set, encode_video_set
+from nnc.eval.output_paths import unused_stem
+from nnc.media import Video, read_video
+from nnc.metrics import mean_psnr, psnr_per_frame
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media" / "video"
@@ -85,7 +88,7 @@ def decode_set_member(path: Path, index: int) -> np.ndarray:
 
 
 def smallest_hnerv(video: Video) -> float:
-    from ..models.hnerv import HNeRVConfig, choose_strides, model_size
+    from nnc.models.hnerv import HNeRVConfig, choose_strides, model_size
 
     strides, embed_h, embed_w = choose_strides(video.info.height, video.info.width)
     return float(model_size(HNeRVConfig(strides=strides, embed_height=embed_h, embed_width=embed_w, fc_dim=1),
@@ -103,10 +106,10 @@ def hnerv_baseline(names, videos, pixels, file_bytes, args, workdir: Path) -> di
         floor = smallest_hnerv(video) * 1.02
         size = max(share * 8 / bits_per_parameter, floor)
         path = workdir / f"hnerv_{name}.nnc"
-        options = EncodeOptions(size=size, epochs=args.epochs, device=args.device, show_progress=not args.quiet,
-                                checkpoint_interval=0)
+        options = make_options("hnerv", size=size, epochs=args.epochs, device=args.device,
+                               show_progress=not args.quiet, checkpoint_interval=0)
         report = encode_video(video, path, "hnerv", options)
-        decoded = np.concatenate(list(decode_frames(read_bitstream_file(path), device="cpu")))
+        decoded = decode_to_frames(path, device="cpu").frames
         psnr = mean_psnr(psnr_per_frame(video.frames, decoded, 255))
         parameters = report.stats.get("model_size") or size
         bits_per_parameter = report.file_bytes * 8 / parameters
@@ -153,7 +156,7 @@ def pfnr_result(names, videos, args, argv, matrix, bit_exact, sizes, set_summary
             "torch_threads": args.threads,
             "machine": machine_description(),
             "nnc": __version__,
-            "command": "python -m nnc.eval.pfnr_benchmark " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": "python benchmarks/pfnr_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         },
     }
 
@@ -174,6 +177,9 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
     parser.add_argument("--tag", default=None)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results JSON (overwritten if it exists; the baseline goes next to it as "
+                             "NAME_hnerv_baseline.json). Default: OUT/results/pfnr_TAG.json under a new TAG")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a busy 2-core machine more threads were 15x slower)")
     parser.add_argument("--quiet", action="store_true")
@@ -188,9 +194,9 @@ def main(argv=None) -> None:
     tag = args.tag or (f"{len(names)}clips_{args.width}x{args.height}_{args.size / 1e3:g}k_e{args.epochs}"
                        f"_c{1 - args.prune:g}{'' if args.fso else '_nofso'}")
     videos = [load_clip(name, args.height, args.width, args.frames) for name in names]
-    options = EncodeOptions(size=args.size, epochs=args.epochs, lr=args.lr, loss=args.loss, batch_size=1,
-                            prune=args.prune, fso=args.fso, device=args.device, show_progress=not args.quiet,
-                            checkpoint_interval=0)
+    options = make_options("pfnr", size=args.size, epochs=args.epochs, lr=args.lr, loss=args.loss, batch_size=1,
+                           prune=args.prune, fso=args.fso, device=args.device, show_progress=not args.quiet,
+                           checkpoint_interval=0)
     pixels = [v.info.width * v.info.height * v.info.num_frames for v in videos]
 
     workdir = Path(tempfile.mkdtemp(prefix="pfnr_benchmark_"))
@@ -218,22 +224,24 @@ def main(argv=None) -> None:
     file_bytes = sizes[-1]
     total_bpp = file_bytes * 8 / sum(pixels)
     final = matrix[-1]
-    set_summary = None
-    from ..cli.info import describe_file
-
-    set_summary = describe_file(set_path)["data"]["video_set"]
-    results_dir = args.out / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
+    set_summary, _ = describe_set(inspect_bitstream(set_path.read_bytes()))
+    if args.output is not None:
+        out_json = args.output
+    else:
+        results = args.out / "results"
+        tag = unused_stem(tag, lambda t: [results / f"pfnr_{t}.json", results / f"pfnr_{t}_hnerv_baseline.json"])
+        out_json = results / f"pfnr_{tag}.json"
+    baseline_json = out_json.with_name(f"{out_json.stem}_hnerv_baseline.json")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
 
     baseline = None
     result = pfnr_result(names, videos, args, argv, matrix, bit_exact, sizes, set_summary, session_seconds, stats,
                          total_bpp, final)
-    out_json = results_dir / f"pfnr_{tag}.json"
     out_json.write_text(json.dumps(result, indent=2) + "\n")  # kept even if the baseline fails
     print(f"wrote {out_json}", flush=True)
     if not args.skip_baseline:
         baseline = hnerv_baseline(names, videos, pixels, file_bytes, args, workdir)
-        (results_dir / f"pfnr_{tag}_hnerv_baseline.json").write_text(json.dumps({
+        baseline_json.write_text(json.dumps({
             "name": "nnc-hnerv-separate",
             "description": f"one HNeRV per clip ({', '.join(names)}), budgets matching the PFNR set's total size",
             "results": {"bpp": [baseline["bpp"]], "psnr-rgb": [baseline["mean_psnr"]]},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import click
 from .. import __version__
 from ..errors import NncError
 from ..codec.registry import DEFAULT_CODEC, codec_names
+from ..media.limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS
 from .codec_options import CodecOptionsCommand, all_codecs, build_options, codec_options, given_values
-from .errors import _raise_keyboard_interrupt, reports_errors
+from .errors import interrupt_on_termination, reports_errors
 from .report import report as report_command
 from .train import train as train_command
 
@@ -133,7 +133,7 @@ def encode(inputs, output, model, sizes, quiet, pix_fmt, fps, color_matrix, colo
     options = build_options(codec, given_values(all_codecs(), dict(values, size=model_size)),
                             show_progress=not quiet)
     # `kill` (SIGTERM) gets the same treatment as Ctrl-C: save a checkpoint, then exit.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    interrupt_on_termination()
     report = encode_file(list(inputs), output, model, options,
                          media=media_settings(frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
                          log=_progress_line(quiet))
@@ -157,16 +157,24 @@ def _progress_line(quiet: bool):
               help="Decode only frames START (inclusive) to STOP (exclusive), counted from 0.")
 @click.option("--video", "video_index", type=click.IntRange(min=0),
               help="Multi-video files: which video to decode, counted from 0.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse files whose frames have more pixels (a tiny file may describe a huge frame).")
+@click.option("--max-output-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_OUTPUT_BYTES,
+              show_default=True, help="Refuse decodes estimated to write more bytes than this.")
 @reports_errors
-def decode(input, output, format_, crf, device, batch_size, frame_range, video_index):
-    """Decode a .nnc file into a video (or, for image codecs, an image)."""
+def decode(input, output, format_, crf, device, batch_size, frame_range, video_index, max_pixels, max_output_bytes):
+    """Decode a .nnc file into a video (or, for image codecs, an image).
+
+    OUTPUT may be - (stdout, Y4M unless --format says otherwise), a FIFO or a device."""
     from ..codec.files import decode_file
+    from ..fileio import is_stream_output
 
     info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size,
-                                frame_range=parse_frame_range(frame_range), video_index=video_index)
-    click.echo(
+                                frame_range=parse_frame_range(frame_range), video_index=video_index,
+                                max_pixels=max_pixels, max_output_bytes=max_output_bytes)
+    click.echo(  # stdout carries the video when it is the output
         f"wrote {output}: {info.width}x{info.height}, {info.num_frames} frames, {info.pix_fmt}, "
-        f"{seconds:.1f} s ({info.num_frames / max(seconds, 1e-9):.1f} frames/s)"
+        f"{seconds:.1f} s ({info.num_frames / max(seconds, 1e-9):.1f} frames/s)", err=is_stream_output(output),
     )
 
 
@@ -194,7 +202,7 @@ def append(set_path, input, sizes, quiet, pix_fmt, fps, color_matrix, color_rang
     codec = codec_of_set(set_path)  # a wrong or unwritable SET fails before the input is read
     options = build_options(codec, given_values(_appendable_codecs(), values), show_progress=not quiet,
                             checkpoint_interval=0)
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    interrupt_on_termination()
     report = append_file(set_path, input, options,
                          media=media_settings(frame_size, pix_fmt, fps, color_matrix, color_range, max_frames),
                          log=_progress_line(quiet))

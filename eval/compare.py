@@ -11,6 +11,7 @@ import numpy as np
 from .. import __version__
 from ..errors import NncError
 from ..metrics import compare
+from .planes import read_source_planes, reference_planes
 
 
 def file_size(path: Path) -> int:
@@ -41,24 +42,22 @@ def _read_image_or_video(path: Path, read: Callable):
 
 def evaluate(reference: Path, distorted: Path, read: Callable) -> dict:
     """Metrics in CompressAI's results format (``name``, ``results``, ``meta``)."""
-    from ..codec.api import decode_frames
-    from ..bitstream import read_bitstream_file
+    from ..codec.files import decode_to_frames
 
     ref = _read_image_or_video(reference, read)
+    reference_yuv = reference_planes(ref, read_source_planes(reference, ref.info))
+    distorted_planes = distorted_pix_fmt = None
     started = time.perf_counter()
     if Path(distorted).suffix.lower() == ".nnc":
-        bitstream = read_bitstream_file(distorted)
-        from ..codec.registry import get_codec
-
-        if getattr(get_codec(bitstream.codec, from_file=True), "kind", "video") == "video-set":
-            raise NncError(f"{distorted} holds a set of videos (pfnr): decode one with `nnc decode --video N` "
-                           "and compare the decoded file (`nnc info` shows each video's recorded PSNR)")
-        frames = np.concatenate(list(decode_frames(bitstream)))
-        bit_depth = int(bitstream.header["media"]["bit_depth"])
-        dist_max, name = (255 if bit_depth == 8 else 65535), f"nnc-{bitstream.codec}"
+        decoded = decode_to_frames(distorted)
+        frames, dist_max, name = decoded.frames, decoded.info.max_value, f"nnc-{decoded.codec}"
+        dist_info = ref.info
     else:
         video = _read_image_or_video(distorted, read)
         frames, dist_max, name = video.frames, video.max_value, Path(distorted).suffix.lstrip(".") or "frames"
+        dist_info, distorted_pix_fmt = video.info, video.info.pix_fmt
+        if distorted_pix_fmt == reference_yuv.format.pix_fmt:
+            distorted_planes = read_source_planes(distorted, video.info)
     seconds = time.perf_counter() - started
     if frames.shape != ref.frames.shape:
         raise NncError(
@@ -68,8 +67,13 @@ def evaluate(reference: Path, distorted: Path, read: Callable) -> dict:
     max_value = max(ref.max_value, dist_max)
     metrics = compare(
         _to_common_scale(ref.frames, ref.max_value, max_value), _to_common_scale(frames, dist_max, max_value),
-        max_value, ref.info.color_matrix if ref.info.color_matrix != "rgb" else "bt601",
+        max_value,
     )
+    # PSNR-Y/U/V/YUV on the reference's own planes; a decoded .nnc (or another format) is
+    # converted to them as `nnc decode` writes them.
+    if dist_max != ref.max_value:
+        frames, dist_info = _to_common_scale(frames, dist_max, ref.max_value), ref.info
+    metrics.update(reference_yuv.measure(frames, dist_info, distorted_planes, distorted_pix_fmt))
     size = file_size(Path(distorted))
     info = ref.info
     metrics["bpp"] = size * 8 / (info.width * info.height * info.num_frames)
@@ -82,6 +86,7 @@ def evaluate(reference: Path, distorted: Path, read: Callable) -> dict:
             "reference": str(reference), "distorted": str(distorted), "frames": info.num_frames,
             "resolution": f"{info.width}x{info.height}", "colour": f"{info.color_matrix} {info.color_range}",
             "psnr": "per-frame RGB MSE, averaged over frames", "nnc": __version__,
+            "yuv_planes": reference_yuv.describe(),
             "decode_or_read_seconds": seconds,
         },
     }

@@ -32,6 +32,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".p
 CLIP_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".y4m", ".yuv", ".h264", ".264", ".h265", ".265", ".hevc")
 RAW_NAME_SIZE = re.compile(r"(?:^|[_.-])(\d+)x(\d+)(?:[_.-]|$)")
 DATASETS = ("uvg", "bunny-cpu")
+# HNeRV's bunny protocol: all 132 frames, centre crop 1280x640; the CPU tier area-downscales it 2x.
+BUNNY = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "video" / "bunny_1280x720_25fps_132f.mp4"
+BUNNY_CROP = (640, 1280)  # (height, width)
 
 
 @dataclass(frozen=True)
@@ -95,17 +98,9 @@ class InputSpec:
 
     def load(self) -> Video:
         if self.kind == "bunny-cpu":
-            from .bunny import BUNNY, area_downscale_2x, load_bunny
-            from .bunny import centre_crop as crop_frames
-
             if not BUNNY.exists():
                 raise MediaError(f"the bunny clip is not at {BUNNY} (it lives in ../shared/media/video)")
-            if self.frames:  # load_bunny("cpu")'s steps, on the frames used only (they work frame by frame)
-                video = read_video(BUNNY, max_frames=self.frames)
-                frames = np.ascontiguousarray(area_downscale_2x(crop_frames(video.frames, 640, 1280)))
-                video = Video(frames=frames, info=replace(video.info, width=640, height=320))
-            else:
-                video = load_bunny("cpu")
+            video = load_bunny("cpu", max_frames=self.frames)
         elif self.kind == "image":
             video = read_image(Path(self.path))
         elif self.kind == "raw":
@@ -121,13 +116,30 @@ class InputSpec:
             video = centre_crop(video, *self.crop, name=self.name)
         return video
 
+    def source_planes(self) -> list | None:
+        """The clip's own decoded YUV planes (per frame [Y, U, V]), or None where the input only
+        exists as RGB here (images, the bunny CPU tier, centre crops, RGB clips)."""
+        if self.kind not in ("clip", "raw") or self.crop:
+            return None
+        from ..media.reader import read_planes
+
+        try:
+            if self.kind == "raw":
+                matrix, value_range = UVG_COLOUR
+                _, planes = read_planes(self.path, size=self.raw_size, pix_fmt=self.raw_pix_fmt,
+                                        fps=Fraction(self.raw_fps or 25), color_matrix=matrix,
+                                        color_range=value_range, max_frames=self.frames)
+            else:
+                _, planes = read_planes(self.path, max_frames=self.frames)
+        except MediaError:  # an RGB clip: no planes of its own
+            return None
+        return planes
+
     def content_hash(self) -> str:
         """SHA-256 of the bytes this input is made from, plus how it is loaded."""
         digest = hashlib.sha256(repr(sorted(replace(self, path=Path(self.path).name).to_dict().items())).encode())
         path = Path(self.path)
         if self.kind == "bunny-cpu":
-            from .bunny import BUNNY
-
             path = BUNNY
         limit = None
         if self.kind == "raw" and self.frames:
@@ -154,6 +166,30 @@ def centre_crop(video: Video, height: int, width: int, *, name: str = "input") -
     top, left = (info.height - height) // 2, (info.width - width) // 2
     frames = np.ascontiguousarray(video.frames[:, top : top + height, left : left + width])
     return Video(frames=frames, info=replace(info, width=width, height=height))
+
+
+def centre_crop_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre ``height`` x ``width`` of (T, H, W, C) frames (a view)."""
+    top, left = (frames.shape[1] - height) // 2, (frames.shape[2] - width) // 2
+    return frames[:, top : top + height, left : left + width]
+
+
+def area_downscale_2x(frames: np.ndarray) -> np.ndarray:
+    """Exact 2x area (box) downscale with round-half-up, in integers."""
+    t, h, w, c = frames.shape
+    blocks = frames.reshape(t, h // 2, 2, w // 2, 2, c).astype(np.uint32).sum(axis=(2, 4))
+    return ((blocks + 2) // 4).astype(frames.dtype)
+
+
+def load_bunny(tier: str, path: Path = BUNNY, max_frames: int | None = None) -> Video:
+    """Bunny as HNeRV's protocol uses it: ``gpu`` the 1280x640 centre crop, ``cpu`` that crop downscaled 2x."""
+    video = read_video(path, max_frames=max_frames)
+    frames = centre_crop_frames(video.frames, *BUNNY_CROP)
+    if tier == "cpu":
+        frames = area_downscale_2x(frames)
+    frames = np.ascontiguousarray(frames)
+    info = replace(video.info, width=frames.shape[2], height=frames.shape[1], num_frames=frames.shape[0])
+    return Video(frames=frames, info=info)
 
 
 def read_image(path: Path) -> Video:
@@ -243,8 +279,6 @@ def resolve_inputs(dataset: str, root: Path | None = None, frames: int | None = 
             raise NncError("--dataset uvg needs --root DIR (the folder with the official .yuv files)")
         return uvg_inputs(Path(root), frames, crop)
     if dataset == "bunny-cpu":
-        from .bunny import BUNNY
-
         if frames is not None and frames > 132:
             raise NncError(f"--frames {frames}: the bunny clip has 132 frames")
         return [InputSpec(name="bunny_cpu", kind="bunny-cpu", path=str(BUNNY), frames=frames, crop=crop)]

@@ -27,10 +27,13 @@ from ..errors import NncError
 from .baselines import ClassicalCodec, classical_codec
 
 SIZE_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-# How an nnc model's rate is set when --rates does not say (size: parameters).
-NNC_RATE_KIND = {"nirvana": "lambda", "clc": "quality"}
+# The codec option each kind of nnc rate point sets (a codec's ``rate_option`` is its default kind).
+RATE_OPTIONS = {"size": "size", "lambda": "rate_lambda", "quality": "quality"}
 NNC_DEFAULT_RATES = {"size": (100e3, 375e3), "lambda": (1e-3, 3e-4), "quality": (1, 2, 3, 4, 5, 6)}
-RATE_KINDS = ("size", "lambda", "quality", "crf")
+RATE_KINDS = ("size", "lambda", "quality", "crf", "file")
+# Bumped whenever what a job measures changes (native-plane PSNR-YUV, payload bytes, encoder
+# metadata off): results cached by an earlier version are then measured again, never mixed.
+MEASUREMENT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -39,23 +42,32 @@ class CodecPlan:
 
     name: str
     classical: ClassicalCodec | None = None
-    kind: str = "video"  # nnc models: "video", "video-set" or "image"
+    kind: str = "video"  # nnc models: their CodecKind's value ("video", "video-set", "image")
+    nnc_rate_kind: str = "size"  # nnc models: the kind of rate point their rate option takes
+    bitstream: str | None = None  # an existing .nnc file, measured as it is (no encoding)
 
     @property
     def rate_kind(self) -> str:
         if self.classical is not None:
             return self.classical.rate_kind
-        return NNC_RATE_KIND.get(self.name, "size")
+        if self.bitstream is not None:
+            return "file"
+        return self.nnc_rate_kind
 
     @property
     def default_rates(self) -> tuple:
         if self.classical is not None:
             return self.classical.default_rates
+        if self.bitstream is not None:
+            return (Path(self.bitstream).name,)
         return NNC_DEFAULT_RATES[self.rate_kind]
 
     def describe(self) -> str:
         if self.classical is not None:
             return self.classical.describe()
+        if self.bitstream is not None:
+            return (f"an existing .nnc file ({self.bitstream}), decoded and measured as it is; bpp from its size; "
+                    "encoded earlier, so no encode time")
         knob = {"size": "model size in parameters", "lambda": "rate-distortion lambda",
                 "quality": "quality index"}[self.rate_kind]
         return f"nnc {self.name} ({self.kind} codec); rate points are the {knob}; bpp from the .nnc file size"
@@ -71,7 +83,17 @@ def resolve_codec(name: str) -> CodecPlan:
     if name not in available_codecs():
         raise NncError(f"unknown codec {name!r}: use x264[-PRESET], x265[-PRESET], svtav1[-pN], jpeg, webp or an "
                        f"nnc model ({', '.join(available_codecs())})")
-    return CodecPlan(name, kind=getattr(get_codec(name), "kind", "video"))
+    codec = get_codec(name)
+    rate_kind = next(kind for kind, option in RATE_OPTIONS.items() if option == codec.rate_option)
+    return CodecPlan(name, kind=codec.kind.value, nnc_rate_kind=rate_kind)
+
+
+def bitstream_plan(path: Path) -> CodecPlan:
+    """A committed or earlier .nnc file as a one-point curve named after the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise NncError(f"--bitstream {path}: no such file")
+    return CodecPlan(path.stem, kind="bitstream", bitstream=str(path))
 
 
 def _parse_number(text: str, kind: str, codec: str) -> float | int:
@@ -81,6 +103,8 @@ def _parse_number(text: str, kind: str, codec: str) -> float | int:
         if not match or float(match[1]) * SIZE_SUFFIXES[match[2]] < 1:
             raise NncError(f"--rates {codec}: {text!r} is not a model size (e.g. 100k, 375k, 1.5M)")
         return float(match[1]) * SIZE_SUFFIXES[match[2]]
+    if kind == "file":
+        return value
     if kind == "lambda":
         try:
             number = float(value)
@@ -102,11 +126,12 @@ def parse_rates(specs: Iterable[str], plans: list[CodecPlan]) -> dict[str, list[
     """
     by_name = {plan.name: plan for plan in plans}
     aliases = {}
-    for plan in plans:
+    for plan in plans:  # x265 means x265-medium, x265-444 x265-444-medium, svtav1 svtav1-p8
         if plan.classical is not None and plan.classical.family in ("x264", "x265", "svtav1"):
-            default = classical_codec(plan.classical.family)
-            if default is not None and default.name == plan.name:
-                aliases[plan.classical.family] = plan.name
+            for short in (plan.classical.family, f"{plan.classical.family}-444"):
+                default = classical_codec(short)
+                if default is not None and default.name == plan.name:
+                    aliases[short] = plan.name
     chosen: dict[str, list] = {}
     for spec in specs:
         match = re.fullmatch(r"\s*([\w.+-]+)\s*=\s*(?:([a-z]+)\s*:)?\s*(.+)", spec)
@@ -137,6 +162,8 @@ def rate_label(kind: str, value) -> str:
         return f"size {value / 1e6:g}M" if value >= 1e6 else f"size {value / 1e3:g}k"
     if kind == "lambda":
         return f"lambda {value:g}"
+    if kind == "file":
+        return str(value)
     return f"{kind} {value}"
 
 
@@ -145,10 +172,13 @@ def make_job(spec_dict: dict, input_hash: str, plan: CodecPlan, rate: tuple, set
     # Threads only split the work (they follow --jobs): a result stays valid for any count.
     keyed_settings = {k: v for k, v in settings.items() if k != "threads"}
     key_material = {"input": input_hash, "codec": plan.name, "rate": list(rate), "settings": keyed_settings,
-                    "nnc": __version__}
+                    "nnc": __version__, "measurement": MEASUREMENT_VERSION}
+    if plan.bitstream is not None:
+        key_material["bitstream_sha256"] = hashlib.sha256(Path(plan.bitstream).read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:32]
     return {"key": key, "input": spec_dict, "input_hash": input_hash, "codec": plan.name,
-            "codec_kind": "classical" if plan.classical else plan.kind, "rate": list(rate), "settings": settings}
+            "codec_kind": "classical" if plan.classical else plan.kind, "rate": list(rate), "settings": settings,
+            **({"bitstream": plan.bitstream} if plan.bitstream else {})}
 
 
 # -- the worker side -------------------------------------------------------------------
@@ -175,64 +205,91 @@ def run_job(job: dict) -> dict:
         from ..media import describe_colour
         from .datasets import InputSpec
 
-        video = InputSpec.from_dict(job["input"]).load()
+        from .planes import reference_planes
+
+        spec = InputSpec.from_dict(job["input"])
+        video = spec.load()
         info = video.info
+        reference = reference_planes(video, spec.source_planes())
         with tempfile.TemporaryDirectory(prefix="nnc-report-job-") as workdir:
             if job["codec_kind"] == "classical":
                 from .baselines import run_baseline
 
                 measured = run_baseline(video, classical_codec(job["codec"]), int(job["rate"][1]), Path(workdir),
-                                        threads)
+                                        threads, reference)
+            elif job["codec_kind"] == "bitstream":
+                measured = _measure_bitstream(job, video, reference)
             else:
-                measured = _run_nnc(job, video, Path(workdir))
+                measured = _run_nnc(job, video, Path(workdir), reference)
         pixels = info.width * info.height * info.num_frames
         result.update(measured, status="ok", bpp=measured["bytes"] * 8.0 / pixels, frames=info.num_frames,
                       settings=dict(job["settings"], **measured.get("settings", {})),
                       resolution=f"{info.width}x{info.height}", colour=describe_colour(info),
+                      yuv_planes=reference.describe(),
+                      encode_fps=info.num_frames / measured["encoding_time"] if measured.get("encoding_time") else None,
+                      decode_fps=info.num_frames / measured["decoding_time"] if measured.get("decoding_time") else None,
                       job_seconds=time.perf_counter() - started)
     except Exception as error:  # noqa: BLE001 -- any failure of one job is reported, the others go on
         result.update(status="failed", error=_one_line(error), job_seconds=time.perf_counter() - started)
     return result
 
 
-def _run_nnc(job: dict, video, workdir: Path) -> dict:
-    import numpy as np
+def _byte_layout(path: Path) -> dict:
+    """Payload (the entropy-coded tensor data) versus side info, header and container, from the bitstream layer."""
+    from ..bitstream import inspect_bitstream
 
+    layout = inspect_bitstream(Path(path).read_bytes())
+    return {"payload": sum(g["payload_bytes"] for g in layout["groups"]),
+            "side_info": sum(g["side_info_bytes"] for g in layout["groups"]),
+            "header": layout["header_bytes"], "container": layout["container_bytes"]}
+
+
+def _measure_bitstream(job: dict, video, reference) -> dict:
     from ..bitstream import read_bitstream_file
-    from ..codec.api import decode_frames, encode_video
-    from ..codec.base import EncodeOptions, resolve_device
+    from ..codec.files import decode_to_frames
+    from ..metrics import compare
+
+    path = Path(job["bitstream"])
+    bitstream = read_bitstream_file(path)
+    started = time.perf_counter()
+    decoded = decode_to_frames(path, device="cpu").frames
+    decoding_time = time.perf_counter() - started
+    if decoded.shape != video.frames.shape:
+        raise NncError(f"{path.name} decodes to {decoded.shape}, the input is {video.frames.shape}")
+    metrics = compare(video.frames, decoded, video.max_value)
+    metrics.update(reference.measure(decoded, video.info))
+    layout = _byte_layout(path)
+    encoder = bitstream.header.get("encoder") or {}
+    return dict(metrics, bytes=path.stat().st_size, payload_bytes=layout["payload"], byte_layout=layout,
+                encoding_time=None, decoding_time=decoding_time,
+                settings=dict(encoder.get("settings") or {}, codec=bitstream.codec, bitstream=str(path),
+                              encoder_psnr=encoder.get("psnr_rgb")))
+
+
+def _run_nnc(job: dict, video, workdir: Path, reference) -> dict:
+    from ..codec.base import resolve_device
+    from ..codec.files import decode_to_frames, encode_media, make_options
     from ..metrics import compare
 
     settings = job["settings"]
     kind, value = job["rate"]
-    options = EncodeOptions(
-        epochs=settings.get("epochs"), device=settings.get("device", "auto"), seed=settings.get("seed", 0),
-        show_progress=False, checkpoint_interval=0,
-        size=value if kind == "size" else None, rate_lambda=value if kind == "lambda" else None,
-        quality=int(value) if kind == "quality" else None,
+    options = make_options(
+        job["codec"], **{RATE_OPTIONS[kind]: int(value) if kind == "quality" else value},
+        optional=dict(epochs=settings.get("epochs"), device=settings.get("device", "auto"),
+                      seed=settings.get("seed", 0), show_progress=False, checkpoint_interval=0),
     )
     output = workdir / "out.nnc"
-    matrix = video.info.color_matrix if video.info.color_matrix != "rgb" else "bt601"
-    if job["codec_kind"] == "image":
-        from ..codec import image_api
-
-        if video.info.num_frames != 1:
-            raise NncError(f"{job['codec']} is an image codec; the input has {video.info.num_frames} frames")
-        report = image_api.encode_image(video.frames[0], output, job["codec"], options)
-        started = time.perf_counter()
-        decoded = np.asarray(image_api.decode_image(output))[None]
-    else:
-        if job["codec_kind"] != "video":
-            raise NncError(f"{job['codec']} is a {job['codec_kind']} codec; reports run single-video codecs only")
-        report = encode_video(video, output, job["codec"], options)
-        started = time.perf_counter()
-        bitstream = read_bitstream_file(output)
-        decoded = np.concatenate(list(decode_frames(bitstream, device=str(resolve_device(options.device)))))
+    report = encode_media(video, output, job["codec"], options)
+    started = time.perf_counter()
+    decoded = decode_to_frames(output, device=str(resolve_device(options.device))).frames
     decoding_time = time.perf_counter() - started
     if decoded.shape != video.frames.shape:
         raise NncError(f"{job['codec']} decoded {decoded.shape}, expected {video.frames.shape}")
-    metrics = compare(video.frames, decoded, video.max_value, matrix)
-    return dict(metrics, bytes=output.stat().st_size, encoding_time=report.encode_seconds,
+    metrics = compare(video.frames, decoded, video.max_value)
+    metrics.update(reference.measure(decoded, video.info))  # the planes `nnc decode` would write
+    layout = _byte_layout(output)
+    return dict(metrics, bytes=output.stat().st_size, payload_bytes=layout["payload"], byte_layout=layout,
+                encoding_time=report.encode_seconds,
                 decoding_time=decoding_time,
                 settings=dict(report.settings or {}, encoder_psnr=round(float(report.psnr), 4),
                               model_size=(report.stats or {}).get("model_size")))

@@ -26,19 +26,57 @@ from .. import __version__
 from ..errors import MediaError, NncError
 from .bdrate import bd_psnr, bd_rate
 from .datasets import InputSpec, resolve_inputs
-from .jobs import CodecPlan, load_cached, make_job, parse_rates, rate_label, resolve_codec, run_jobs, store_cached
-from .plots import METRIC_LABELS, Curve, overlays_for, rd_plot, read_overlay
+from .jobs import (CodecPlan, bitstream_plan, load_cached, make_job, parse_rates, rate_label, resolve_codec, run_jobs,
+                   store_cached)
+from .plots import METRIC_LABELS, Curve, overlay_warnings, overlays_for, rd_plot, read_overlay
 
-METRICS = ("psnr-rgb", "psnr-yuv", "ms-ssim-rgb")
-RESULT_KEYS = ("bpp", "psnr-rgb", "psnr-yuv", "ms-ssim-rgb", "encoding_time", "decoding_time")
+METRICS = ("psnr-rgb", "psnr-y", "psnr-yuv", "ms-ssim-rgb")
+PLOTTED_METRICS = ("psnr-rgb", "psnr-y", "psnr-yuv", "ms-ssim-rgb")  # MS-SSIM drawn in dB
+RESULT_KEYS = ("bpp", "psnr-rgb", "psnr-y", "psnr-u", "psnr-v", "psnr-yuv", "ms-ssim-rgb", "ms-ssim-db", "bytes",
+               "payload_bytes", "encoding_time", "decoding_time", "encode_fps", "decode_fps")
 # (column, metric, function): BD-rate on each quality metric, BD-PSNR on RGB PSNR.
 BD_COLUMNS = (("bd-rate psnr-rgb (%)", "psnr-rgb", bd_rate), ("bd-psnr psnr-rgb (dB)", "psnr-rgb", bd_psnr),
-              ("bd-rate psnr-yuv (%)", "psnr-yuv", bd_rate), ("bd-rate ms-ssim-rgb (%)", "ms-ssim-rgb", bd_rate))
+              ("bd-rate psnr-y (%)", "psnr-y", bd_rate), ("bd-rate psnr-yuv (%)", "psnr-yuv", bd_rate),
+              ("bd-rate ms-ssim-rgb (%)", "ms-ssim-rgb", bd_rate))
 COLOUR_NOTE = ("YUV sources are converted to RGB as ffmpeg does by default (swscale, bicubic chroma), with the "
                "stream's tagged matrix and range, BT.601 limited range when untagged (UVG); RGB sources are used "
-               "as they are. Classical codecs get those RGB frames back as yuv420p made with the same matrix and "
-               "range (RGB sources: BT.601 limited range). All metrics are computed on 8-bit RGB (PSNR per frame, "
-               "mean over frames; PSNR-YUV 6:1:1 from full-range YUV made from RGB with that matrix).")
+               "as they are. Classical video codecs get a YUV clip's own planes when their pixel format is the "
+               "clip's, else the RGB frames converted with the same matrix and range (RGB sources: BT.601 limited "
+               "range). PSNR-RGB and MS-SSIM are computed on RGB (PSNR per frame, mean over frames). PSNR-Y, -U, "
+               "-V and PSNR-YUV (6:1:1) are computed on the source's own planes as stored (limited range, 4:2:0, "
+               "peak 2^bits - 1, as ffmpeg's psnr filter), where each codec's output is converted to the source's "
+               "pixel format as nnc decode writes it, unless the codec decodes to that format itself; inputs that "
+               "only exist in RGB here (images, bunny CPU tier, crops) use the planes made from their RGB, which "
+               "are the planes the video baselines encode.")
+MEASUREMENT_NOTE = {"bpp": "file size in bits / (width x height x frames)",
+                    "payload_bytes": "bytes of the coded data without container: the elementary stream (Annex-B "
+                                     "NAL units, AV1 OBUs) for video codecs, JPEG without APPn/COM, WebP's VP8/VP8L "
+                                     "chunk, and for nnc the entropy-coded tensor payloads (side info, header and "
+                                     "container are in byte_layout)",
+                    "encoder_metadata": "x265 info=0; x264's settings SEI removed (filter_units=remove_types=6)",
+                    "times": "wall-clock seconds of one job (encode: from frames in memory to the written file; "
+                             "decode: file to RGB frames), on the machine below while it was shared (see "
+                             "machine_load)"}
+
+
+def dataset_title(dataset: str, inputs: list) -> str:
+    """A title from the dataset's name (never an absolute path): ``kodak (24 images)``."""
+    name = dataset if dataset in ("uvg", "bunny-cpu") else (Path(dataset).stem or Path(dataset).name)
+    kinds = {spec.kind for spec in inputs}
+    if len(inputs) > 1:
+        return f"{name} ({len(inputs)} {'images' if kinds == {'image'} else 'inputs'})"
+    return name
+
+
+def machine_load() -> dict:
+    """How busy the machine was: timings from a shared machine are not a speed benchmark."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return {"cpus": os.cpu_count(), "load_average": None, "idle": None}
+    cpus = os.cpu_count() or 1
+    return {"cpus": cpus, "load_average_1min": round(one, 2), "load_average_5min": round(five, 2),
+            "idle": five < 0.25 * cpus}
 
 
 @dataclass
@@ -59,6 +97,8 @@ class ReportSettings:
     backend: str = "local"
     address: str | None = None
     overlays: list[Path] = field(default_factory=list)
+    bitstreams: list[Path] = field(default_factory=list)  # existing .nnc files measured as one-point curves
+    bpp_axis: str = "log"  # "log" (default: nnc points at several bpp would squash the rest) or "linear"
     per_input_plots: bool = True  # with many inputs (Kodak's 24), the average plots may be enough
     progress: bool = True
     command: str | None = None
@@ -98,6 +138,11 @@ def plan_jobs(settings: ReportSettings, inputs: list[InputSpec], hashes: dict[st
     for plan in plans:
         if plan.classical is not None:
             job_settings = {"threads": threads}
+        elif plan.bitstream is not None:
+            if len(inputs) != 1:
+                skipped.append(f"{plan.name}: a .nnc file holds one input, this report has {len(inputs)}")
+                continue
+            job_settings = {"threads": threads}
         else:
             if plan.kind == "video-set":
                 skipped.append(f"{plan.name}: multi-video (video-set) codecs are not run by reports")
@@ -127,6 +172,11 @@ def run_report(settings: ReportSettings) -> ReportOutcome:
         plan = resolve_codec(name)
         if plan.name not in [p.name for p in plans]:
             plans.append(plan)
+    for path in settings.bitstreams:
+        plan = bitstream_plan(Path(path))
+        if plan.name in [p.name for p in plans]:
+            raise NncError(f"--bitstream {path}: the name {plan.name} is already a codec of this report")
+        plans.append(plan)
     if not plans:
         raise NncError("--codecs: name at least one codec")
     anchor = resolve_codec(settings.anchor).name
@@ -138,6 +188,7 @@ def run_report(settings: ReportSettings) -> ReportOutcome:
     jobs, skipped = plan_jobs(settings, inputs, hashes, plans)
 
     output.mkdir(exist_ok=True)
+    load_at_start = machine_load()
     cache_dir = output / "cache"
     results, pending = [], []
     for job in jobs:
@@ -156,7 +207,8 @@ def run_report(settings: ReportSettings) -> ReportOutcome:
             results.append(result)
         else:
             failed.append(result)
-    files = write_report(output, settings, inputs, hashes, plans, anchor, results, failed, skipped, overlays)
+    files = write_report(output, settings, inputs, hashes, plans, anchor, results, failed, skipped, overlays,
+                         {"at_start": load_at_start, "at_end": machine_load(), "jobs_run_here": len(pending)})
     return ReportOutcome(output, len(jobs), len(jobs) - len(pending), len(pending), failed, skipped, files)
 
 
@@ -219,8 +271,12 @@ def _safe(name: str) -> str:
 
 def write_report(output: Path, settings: ReportSettings, inputs: list[InputSpec], hashes: dict, plans: list[CodecPlan],
                  anchor: str, results: list[dict], failed: list[dict], skipped: list[str],
-                 overlays: list[Curve]) -> list[Path]:
-    from ..codec.api import machine_description
+                 overlays: list[Curve], load: dict | None = None) -> list[Path]:
+    import numpy
+    import torch
+
+    from ..codec.base import machine_description
+    from .baselines import encoder_versions
     from .html import write_index
 
     # Everything below is regenerated from the cache: drop what an earlier run wrote.
@@ -239,8 +295,18 @@ def write_report(output: Path, settings: ReportSettings, inputs: list[InputSpec]
                                  "resolution": first.get("resolution"), "colour": first.get("colour"),
                                  "sha256": hashes[spec.name]}
     machine = machine_description()
-    base_meta = {"dataset": settings.dataset, "nnc": __version__, "device": settings.device, "machine": machine,
-                 "colour_conversion": COLOUR_NOTE, "bpp": "file size in bits / (width x height x frames)",
+    libraries = dict(encoder_versions(), torch=torch.__version__, numpy=numpy.__version__, nnc=__version__)
+    load = load or {"at_start": machine_load()}
+    start_load = load.get("at_start") or {}
+    # Idle only if nothing else ran: cached results were measured at another time, under unknown load.
+    idle = bool(start_load.get("idle"))
+    load = dict(load, idle=idle, note="load averages of the whole machine when this report started and ended; "
+                "timings from a busy machine are slower than on an idle one; results taken from the cache were "
+                "timed when they ran")
+    title = dataset_title(settings.dataset, inputs)
+    base_meta = {"dataset": settings.dataset, "title": title, "nnc": __version__, "device": settings.device,
+                 "machine": machine, "machine_load": load, "machine_idle": idle, "libraries": libraries,
+                 "colour_conversion": COLOUR_NOTE, "bpp": MEASUREMENT_NOTE["bpp"], "measurements": MEASUREMENT_NOTE,
                  "command": settings.command}
 
     curves_average: list[Curve] = []
@@ -282,14 +348,13 @@ def write_report(output: Path, settings: ReportSettings, inputs: list[InputSpec]
 
     # summary.csv: every job.
     summary = output / "summary.csv"
-    columns = ["input", "codec", "rate", "status", "bytes", *RESULT_KEYS, "psnr-y", "psnr-u", "psnr-v", "error"]
+    columns = ["input", "codec", "rate", "status", *RESULT_KEYS, "error"]
     with open(summary, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
         for row in sorted(results + failed, key=lambda r: (r["input"], r["codec"], r.get("bpp") or 0)):
-            writer.writerow([row["input"], row["codec"], row["rate_label"], row.get("status"), row.get("bytes"),
-                             *[_fmt(row.get(k)) for k in RESULT_KEYS],
-                             *[_fmt(row.get(k)) for k in ("psnr-y", "psnr-u", "psnr-v")], row.get("error", "")])
+            writer.writerow([row["input"], row["codec"], row["rate_label"], row.get("status"),
+                             *[_fmt(row.get(k)) for k in RESULT_KEYS], row.get("error", "")])
     files.append(summary)
 
     # BD tables against the anchor.
@@ -341,20 +406,47 @@ def write_report(output: Path, settings: ReportSettings, inputs: list[InputSpec]
     else:
         targets.append(("average", curves_average, overlays_for(overlays, None)))
     for name, curves, extra in targets:
-        for metric in ("psnr-rgb", "ms-ssim-rgb"):
+        for metric in PLOTTED_METRICS:
             label = METRIC_LABELS[metric].split(" (")[0]
-            title = f"{label} vs bpp: {name}" + (f" (mean of {len(inputs)} inputs)" if name == "average" else "")
-            written = rd_plot(curves + extra, metric, title, output / "plots" / f"rd_{metric}_{_safe(name)}")
+            where = f"{title}, mean over inputs" if name == "average" else name
+            written = rd_plot(curves + extra, metric, f"{label} vs bpp: {where}",
+                              output / "plots" / f"rd_{metric}_{_safe(name)}", settings.bpp_axis)
             if written:
-                plots.append({"input": name, "metric": metric, "png": written[0], "svg": written[1]})
+                plots.append({"input": name, "metric": metric, "png": written[0], "svg": written[1],
+                              "bpp_axis": settings.bpp_axis})
                 files += written
+
+    # Published curves: BD-rate of every measured codec against each, and why they may not compare.
+    dataset_curves = curves_by_input[inputs[0].name] if len(inputs) == 1 else curves_average
+    dataset_overlays = overlays_for(overlays, None) + (overlays_for(overlays, inputs[0].name) if len(inputs) == 1
+                                                       else [])
+    frames = [input_meta[spec.name]["frames"] or 0 for spec in inputs]
+    warnings = overlay_warnings(dataset_overlays, title.split(" (")[0], frames)
+    overlay_bd = []
+    for published in dataset_overlays:
+        for curve in dataset_curves:
+            row = {"overlay": published.name, "overlay_file": published.source.get("file"), "codec": curve.name}
+            for metric in ("psnr-rgb", "ms-ssim-rgb"):
+                a = [(b, v) for b, v in zip(published.bpp, published.metrics.get(metric) or []) if v is not None]
+                t = [(b, v) for b, v in zip(curve.bpp, curve.metrics.get(metric) or []) if v is not None]
+                try:
+                    row[f"bd-rate {metric} (%)"] = bd_rate(*zip(*a), *zip(*t)) if a and t else None
+                except NncError as error:
+                    row[f"bd-rate {metric} (%)"] = None
+                    row.setdefault("notes", []).append(f"{metric}: {str(error).removeprefix('BD: ')}")
+            overlay_bd.append(row)
+    if overlay_bd or warnings:
+        document = json.loads(bd_json.read_text())
+        document.update(against_overlays=overlay_bd, overlay_warnings=warnings)
+        bd_json.write_text(json.dumps(document, indent=2) + "\n")
 
     failures = [f"{r['input']} {r['codec']} {r['rate_label']}: {r.get('error')}" for r in failed]
     index = write_index(output, settings=settings, anchor=anchor, plans=plans, rates=rates, inputs=input_meta,
                         machine=machine, bd_rows=bd_rows, bd_columns=[c for c, _, _ in BD_COLUMNS], plots=plots,
                         results=sorted(results, key=lambda r: (r["input"], r["codec"], r["bpp"])),
                         failures=failures, skipped=skipped, files=files, overlays=overlays,
-                        colour_note=COLOUR_NOTE, version=__version__)
+                        colour_note=COLOUR_NOTE, version=__version__, title=title, libraries=libraries, load=load,
+                        overlay_bd=overlay_bd, overlay_warnings=warnings, measurement_note=MEASUREMENT_NOTE)
     files.append(index)
     return files
 
