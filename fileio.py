@@ -277,6 +277,49 @@ class SignalGuard:
             context.__exit__(None, None, None)
 
 
+# --------------------------------------------------------------------------- locks
+
+
+@contextmanager
+def exclusive_lock(lock_path, busy: str):
+    """Hold an exclusive lock on the file ``lock_path`` (created, and removed at the end)
+    for the duration of the block; MediaError(``busy``) at once if another process holds it.
+
+    ``flock`` locks are released by the kernel when a process dies, so a killed run
+    never leaves a stale lock (only, after SIGKILL, an unlocked file the next run reuses).
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): run unlocked
+        yield
+        return
+    name = os.fspath(lock_path)
+    while True:
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise MediaError(f"cannot create the lock file {name}: {_reason(error)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MediaError(busy) from None
+        except OSError as error:
+            os.close(fd)
+            raise MediaError(f"cannot lock {name}: {_reason(error)}") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the new one
+            if os.path.samestat(os.fstat(fd), os.stat(name)):
+                break
+        except OSError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        remove_quietly(name)  # removed while still locked: nobody can take a stale copy
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- bounded reads
 
 

@@ -35,7 +35,7 @@ from nnc.bitstream.framing import (
     read_version,
 )
 from nnc.bitstream.quantize import MAX_BITS, MIN_BITS, SCHEMES, QuantizedTensor
-from nnc.errors import InvalidBitstreamError
+from nnc.errors import InvalidBitstreamError, NncError
 from nnc.fileio import read_at_most, write_atomically
 
 MAX_HEADER_JSON_BYTES = 1 << 20
@@ -282,7 +282,11 @@ def encode_bitstream(bs: Bitstream) -> bytes:
         out.append(frame_chunk(TAG_GROUP, _encode_group(group, index, totals)))
         version = max(version, group.min_version)
     out.append(frame_chunk(TAG_END, b""))
-    return file_prefix(version) + b"".join(out)
+    data = file_prefix(version) + b"".join(out)
+    if len(data) > MAX_FILE_BYTES:  # every file nnc writes must be one nnc can read back
+        raise NncError(f"the .nnc file would be {len(data)} bytes, above the format's limit of {MAX_FILE_BYTES} "
+                       "bytes: use a smaller model (--size) or fewer frames")
+    return data
 
 
 # --------------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ def codec_options(codecs: list, exclude: tuple[str, ...] = ()) -> list[click.Opt
             params.append(click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text))
         elif value_type is bool:
             params.append(click.Option([flag, name], is_flag=True, default=None, help=help_text))
+        elif name == "time_budget":  # 20m, 2h: parsed by the options dataclass, errors in one line
+            params.append(click.Option([flag, name], type=str, default=None, help=help_text,
+                                       metavar=item.metadata.get("metavar")))
         else:
             kind = click.Choice(choices) if choices else {int: int, float: float}.get(value_type, str)
             params.append(click.Option([flag, name], type=kind, default=None, help=help_text,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import traceback
 
 import click
 
 from ..errors import NncError
+from ..fileio import Terminated
 
 
 def reports_errors(function):
@@ -26,10 +28,14 @@ def reports_errors(function):
         except NncError as error:
             click.echo(f"nnc: {error}", err=True)
             sys.exit(error.exit_code)
-        except KeyboardInterrupt:
-            click.echo("nnc: interrupted (an interrupted encode continues with the same command plus --resume)",
-                       err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as interrupt:
+            # Ctrl-C is SIGINT; fileio.Terminated carries SIGTERM's or SIGHUP's number.
+            signum = getattr(interrupt, "signum", signal.SIGINT)
+            message = getattr(interrupt, "nnc_message", None) or (
+                f"interrupted by {signal.Signals(signum).name} (an interrupted encode continues with the same "
+                "command plus --resume)")
+            click.echo(f"nnc: {message}", err=True)
+            sys.exit(128 + signum)
         except MemoryError:
             click.echo(f"nnc: {CPU_MEMORY_ADVICE}", err=True)
             sys.exit(4)
@@ -47,7 +53,9 @@ def reports_errors(function):
 
 
 def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    """Signal handler: SIGTERM/SIGHUP get Ctrl-C's treatment (checkpoint, cleanup) and
+    their own exit status (128 + signum)."""
+    raise Terminated(signum)
 
 
 CPU_MEMORY_ADVICE = "out of memory: try a smaller --batch-size, fewer frames (--frames N) or a smaller --size"
@@ -67,3 +75,12 @@ def _out_of_memory_advice(error: Exception) -> str | None:
         on_cpu = "cpu" in text and "cuda" not in text
         return CPU_MEMORY_ADVICE if on_cpu else GPU_MEMORY_ADVICE
     return None
+
+
+def interrupt_on_termination() -> None:
+    """SIGTERM (``kill``) and SIGHUP (a closed terminal) raise like Ctrl-C for the rest of
+    the command, so training saves its checkpoint and partial outputs are removed.  An
+    ignored SIGHUP (``nohup``) stays ignored."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)

@@ -169,9 +169,13 @@ def decode(input, output, format_, crf, device, batch_size, frame_range, video_i
     from ..codec.files import decode_file
     from ..fileio import is_stream_output
 
-    info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size,
-                                frame_range=parse_frame_range(frame_range), video_index=video_index,
-                                max_pixels=max_pixels, max_output_bytes=max_output_bytes)
+    try:
+        info, seconds = decode_file(input, output, format=format_, crf=crf, device=device, batch_size=batch_size,
+                                    frame_range=parse_frame_range(frame_range), video_index=video_index,
+                                    max_pixels=max_pixels, max_output_bytes=max_output_bytes)
+    except KeyboardInterrupt as interrupt:  # the writer has removed its partial output
+        interrupt.nnc_message = f"decode interrupted; {output} was not written"
+        raise
     click.echo(  # stdout carries the video when it is the output
         f"wrote {output}: {info.width}x{info.height}, {info.num_frames} frames, {info.pix_fmt}, "
         f"{seconds:.1f} s ({info.num_frames / max(seconds, 1e-9):.1f} frames/s)", err=is_stream_output(output),

@@ -75,7 +75,7 @@ def describe_range(meta) -> str:
 class CodecOptions:
     """Options every codec has.  A codec's ``Options`` subclass adds its own fields."""
 
-    seed: int = option(0, "Random seed of initialisation and data order.")
+    seed: int = option(0, "Random seed of initialisation and data order.", low=0, high=2**63 - 1)
     device: str = option("auto", "Device to train on.", choices=("auto", "cpu", "cuda"))
     show_progress: bool = option(True, "Progress bar on stderr.")
     checkpoint_path: str | None = option(None, "Where training state is saved (default OUT.nnc.ckpt); None: no checkpoints.")
@@ -139,6 +139,31 @@ class CodecOptions:
 
 
 @dataclass
+class VideoCodecOptions(CodecOptions):
+    """Options every single-video codec has: planning the training (:mod:`nnc.codec.planning`)."""
+
+    time_budget: float | None = option(None, "Training time budget (90s, 20m, 2h; seconds if no unit), counted from "
+                                             "the first training step: the epochs of every phase are planned to "
+                                             "fit it (replaces --epochs), then the model is quantized and written.",
+                                       low=0, low_open=True, metavar="DURATION")
+    dry_run: bool = option(False, "Calibrate a few training steps, print the plan (model, parameters, epochs, "
+                                  "estimated time and bpp) and exit without writing.")
+    force: bool = option(False, "Encode even when the file would be larger than the raw video.")
+
+    # Not recorded in the file nor in the checkpoint's fingerprint: they do not change the result.
+    UNRECORDED = ("dry_run", "force")
+
+    def __post_init__(self):
+        if self.time_budget is not None:  # "20m" from the command line or the Python API
+            from .planning import parse_duration
+
+            self.time_budget = parse_duration(self.time_budget)
+
+    def settings(self) -> dict:
+        return {k: v for k, v in super().settings().items() if k not in self.UNRECORDED}
+
+
+@dataclass
 class CompressedVideo:
     """What ``compress`` returns: the payload plus what was measured on the way."""
 
@@ -159,6 +184,24 @@ class Codec:
     kind: CodecKind = CodecKind.VIDEO
     Options: type[CodecOptions] = CodecOptions
     rate_option: str = "size"
+    # The config dataclass in the file's ``model.config`` (None: the codec has none);
+    # :meth:`parse_config` is how decode and ``nnc info`` read it.
+    config_class: type | None = None
+
+    @classmethod
+    def parse_config(cls, model_header: object):
+        """The checked config of an untrusted model header: InvalidBitstreamError (one line)
+        on anything wrong, never another exception."""
+        from ..errors import InvalidBitstreamError
+
+        if not isinstance(model_header, dict):
+            raise InvalidBitstreamError("header has no model section")
+        if cls.config_class is None:
+            return None
+        try:
+            return cls.config_class.from_dict(model_header.get("config"))
+        except (TypeError, ValueError, AttributeError, OverflowError) as error:
+            raise InvalidBitstreamError(f"bad {cls.name} config: {error}") from None
 
     @classmethod
     def make_options(cls, **values) -> CodecOptions:

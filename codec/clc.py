@@ -276,10 +276,13 @@ class CLCCodec(Codec):
     kind = CodecKind.IMAGE
     Options = CLCOptions
     rate_option = "quality"
+    config_class = CLCConfig
 
     def check_options(self, options: CLCOptions) -> None:
-        """Refuse an unavailable quality before any image is read."""
+        """Refuse an unavailable quality (and --resume) before any image is read."""
         options.validate()
+        if options.resume:
+            raise NncError("--resume does not apply to --model clc (nothing is trained per image)")
         bundle = CLCBundle(weights_dir())
         bundle.model(bundle.resolve_quality(options.quality))
 

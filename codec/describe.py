@@ -7,6 +7,8 @@ from typing import Callable
 
 from ..bitstream import inspect_bitstream
 from ..bitstream.container import read_bitstream_bytes
+from .header import check_header, encoder_record, parse_media
+from .registry import codec_names
 
 
 MemberDescriber = Callable[[dict], "tuple[dict, list[str]] | None"]
@@ -16,8 +18,14 @@ def describe_file(path: Path, describe_members: MemberDescriber | None = None) -
     """``{"data": summary, "text": lines}``.  ``describe_members(summary)`` gives the per-video
     part of a multi-video file (a dict and its lines), None for other files."""
     summary = inspect_bitstream(read_bitstream_bytes(path))
+    # The header is checked as decode checks it (one shared function); a codec this nnc
+    # does not know gets its media checked and its container described.
+    if summary["codec"] in codec_names():
+        check_header(summary["codec"], summary["header"])
+    elif summary["header"].get("media") is not None:
+        parse_media(summary["header"].get("media"))
     media = summary["header"].get("media") or {}
-    encoder = summary["header"].get("encoder") or {}
+    encoder = encoder_record(summary["header"])
     pixels = 0
     try:
         pixels = int(media["width"]) * int(media["height"]) * int(media["num_frames"])
@@ -47,7 +55,7 @@ def describe_file(path: Path, describe_members: MemberDescriber | None = None) -
     model = summary["header"].get("model") or {}
     if "config" in model:
         lines.append("  model: " + ", ".join(f"{k}={v}" for k, v in model["config"].items()))
-    if "psnr_rgb" in encoder:
+    if encoder.get("psnr_rgb") is not None:
         lines.append(f"  encoder: nnc {encoder.get('nnc')}, PSNR-RGB {encoder['psnr_rgb']:.2f} dB, "
                      f"settings {encoder.get('settings')}")
     lines.append("  bytes:")
@@ -71,4 +79,6 @@ def describe_file(path: Path, describe_members: MemberDescriber | None = None) -
                 f"    {group['name']}/{tensor['name']:<28} {shape:<16} {tensor['scheme']} {tensor['bits']}-bit per {axis:<7} "
                 f"{tensor['entropy_model']:<10} {tensor['payload_bits'] / 8:>9.0f} B + {tensor['side_info_bytes']} B side"
             )
-    return {"data": summary, "text": "\n".join(lines)}
+    # Strings from the file may hold lone surrogates, which no terminal encoding takes.
+    text = "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"data": summary, "text": text}

@@ -17,13 +17,18 @@ import numpy as np
 
 from ..bitstream import Bitstream, read_bitstream_file
 from ..errors import InvalidBitstreamError, NncError
+from ..fileio import exclusive_lock, refuse_overwriting_inputs
 from ..media import Video, VideoInfo, describe_colour, read_video
 from ..media.image import read_image
+from ..media.limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS, check_output_limits
+from ..media.writer import output_format_for
 from .base import Codec, CodecKind, CodecOptions
 from .describe import describe_file
-from .image_api import encode_image, image_as_video, image_frames, write_image_file
+from .header import check_header
+from .image_api import IMAGE_SUFFIXES, encode_image, image_as_video, image_frames, write_image_file
 from .registry import codec_classes, get_codec
-from .video_api import EncodeReport, check_output_path, decode_frames, encode_video, media_info, write_video
+from .video_api import (EncodeReport, check_output_path, decode_frames, encode_video, media_info,
+                        resolve_frame_range, write_video)
 from .video_set_api import SetReport, append_to_set, decode_video_set_member, describe_set, encode_video_set, open_set
 
 Log = Callable[[str], None]
@@ -58,6 +63,7 @@ def encode_file(inputs: list[Path], output: Path, model: str, options: CodecOpti
     ``log`` receives one line per input read.  Options, inputs and output are checked
     before any training."""
     codec = get_codec(model)()
+    refuse_overwriting_inputs(output, inputs)  # before anything is read or trained
     check_output_path(output)
     if codec.kind != CodecKind.VIDEO_SET and len(inputs) != 1:
         raise NncError(f"--model {model} encodes one input; got {len(inputs)} (several videos need a multi-video "
@@ -101,11 +107,39 @@ def codec_of_set(set_path: Path) -> type[Codec]:
 
 def append_file(set_path: Path, input: Path, options: CodecOptions, *, media: dict | None = None,
                 log: Log = _silent) -> SetReport:
-    """Learn ``input`` into the multi-video file ``set_path`` as one more video (earlier bytes kept)."""
-    open_set(set_path)  # a wrong or unwritable SET fails before the input is read
-    video = read_video(input, **(media or {}))
-    log(_describe_input(input, video))
-    return append_to_set(set_path, video, options, name=str(input))
+    """Learn ``input`` into the multi-video file ``set_path`` as one more video (earlier bytes kept).
+
+    A lock file beside the set (``SET.lock``) refuses a second append to the same set at
+    once.  An interrupt (Ctrl-C, SIGTERM) is re-raised with ``nnc_message`` telling the
+    truth: whether the set was already written when it came."""
+    refuse_overwriting_inputs(set_path, [input])
+    busy = f"{set_path} is being appended to by another nnc (lock {lock_path_for(set_path)}); wait for it to finish"
+    with exclusive_lock(lock_path_for(set_path), busy):
+        _, _, before = open_set(set_path)  # a wrong or unwritable SET fails before the input is read
+        try:
+            video = read_video(input, **(media or {}))
+            log(_describe_input(input, video))
+            return append_to_set(set_path, video, options, name=str(input))
+        except KeyboardInterrupt as interrupt:
+            interrupt.nnc_message = _append_outcome(set_path, input, len(before))
+            raise
+
+
+def lock_path_for(set_path: Path) -> Path:
+    set_path = Path(set_path)
+    return set_path.with_name(set_path.name + ".lock")
+
+
+def _append_outcome(set_path: Path, input: Path, videos_before: int) -> str:
+    """What an interrupted append did, read from the set itself."""
+    try:
+        _, _, infos = open_set(set_path)
+        videos_now = len(infos)
+    except NncError:
+        videos_now = videos_before
+    if videos_now > videos_before:
+        return f"interrupted after {input} was appended to {set_path} as video {videos_before} (the set is complete)"
+    return f"interrupted: nothing was appended to {set_path} (it is unchanged); run the same command again"
 
 
 def _describe_input(path: Path, video: Video) -> str:
@@ -119,11 +153,21 @@ def _kind_of(bitstream: Bitstream) -> CodecKind:
 
 def decode_file(source: Path, output: Path, *, format: str | None = None, crf: int | None = None,
                 device: str = "cpu", batch_size: int = 4, frame_range: tuple[int, int | None] | None = None,
-                video_index: int | None = None) -> tuple[VideoInfo, float]:
-    """Decode ``source`` into a video (or image) file; returns the written media's info and the decode time."""
+                video_index: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> tuple[VideoInfo, float]:
+    """Decode ``source`` into a video (or image) file; returns the written media's info and the decode time.
+
+    The header is checked (as ``nnc info`` checks it) and the frame size and output size
+    are held to ``max_pixels`` and ``max_output_bytes`` before anything is decoded."""
     started = time.perf_counter()
+    refuse_overwriting_inputs(output, [source])
     bitstream = read_bitstream_file(source)
-    kind = _kind_of(bitstream)
+    checked = check_header(bitstream.codec, bitstream.header)
+    kind = checked.codec.kind
+    image_output = (kind == CodecKind.IMAGE and format is None
+                    and Path(output).suffix.lower() in IMAGE_SUFFIXES)  # .jpg, .webp...: estimated as PNG
+    _check_output_limits(checked.videos, output, "png" if image_output else format, frame_range, video_index,
+                         max_pixels, max_output_bytes)
     if kind == CodecKind.IMAGE:
         if frame_range is not None or video_index is not None:
             raise NncError(f"{source} holds an image: --frames and --video do not apply")
@@ -138,6 +182,24 @@ def decode_file(source: Path, output: Path, *, format: str | None = None, crf: i
         info = write_video(bitstream, output, format=format, crf=crf, device=device, batch_size=batch_size,
                            frame_range=frame_range)
     return info, time.perf_counter() - started
+
+
+def _check_output_limits(videos: list[VideoInfo], output: Path, format: str | None,
+                         frame_range: tuple[int, int | None] | None, video_index: int | None,
+                         max_pixels: int, max_output_bytes: int) -> None:
+    """The decode bounds for the video that will be decoded (a bad --video or --frames is
+    left to the decoder's own one-line error)."""
+    index = video_index if video_index is not None else 0
+    if not 0 <= index < len(videos):
+        return
+    info = videos[index]
+    frames = None
+    if frame_range is not None:
+        if not 0 <= frame_range[0] < info.num_frames:
+            return
+        frames = len(resolve_frame_range(frame_range, info.num_frames))
+    check_output_limits(info, output_format_for(output, format), num_frames=frames, max_pixels=max_pixels,
+                        max_output_bytes=max_output_bytes)
 
 
 class DecodedFile(NamedTuple):

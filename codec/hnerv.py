@@ -27,8 +27,9 @@ from ..models.hnerv import (
     embedding_element_count,
     solve_config,
 )
-from .base import Codec, CodecOptions, CompressedVideo, frames_to_float, option, resolve_device
+from .base import Codec, CompressedVideo, VideoCodecOptions, frames_to_float, option, resolve_device
 from .registry import register_codec
+from .planning import DEFAULT_SIZE_HELP, Phase, default_model_size, first_solvable_size, make_planner, video_recipe
 from .training import TrainSettings, fit
 
 WEIGHTS_GROUP = "weights"
@@ -52,10 +53,11 @@ def quantize_state(state: dict[str, torch.Tensor], bits: int, rule: str) -> list
 
 
 @dataclass
-class HNeRVOptions(CodecOptions):
+class HNeRVOptions(VideoCodecOptions):
     """HNeRV's published bunny recipe (README of the authors' code)."""
 
-    size: float = option(1.5e6, "Model size in parameters (decoder + all embeddings).", low=1)
+    size: float | None = option(None, f"Model size in parameters (decoder + all embeddings; {DEFAULT_SIZE_HELP}).",
+                                low=1)
     epochs: int = option(300, "Training epochs.", low=1)
     batch_size: int = option(2, "Frames per training step.", low=1)
     lr: float = option(1e-3, "Peak learning rate.", low=0, low_open=True)
@@ -69,6 +71,7 @@ class HNeRVOptions(CodecOptions):
 @register_codec("hnerv")
 class HNeRVCodec(Codec):
     Options = HNeRVOptions
+    config_class = HNeRVConfig
 
     def compress(self, video, options: HNeRVOptions) -> CompressedVideo:
         options.validate()
@@ -76,6 +79,10 @@ class HNeRVCodec(Codec):
         device = resolve_device(options.device)
         info = video.info
         num_frames, height, width = video.frames.shape[:3]
+        if settings["size"] is None:  # recorded resolved, so the header says what was used
+            settings["size"] = first_solvable_size(
+                lambda size: solve_config(height, width, num_frames, size),
+                default_model_size(num_frames, height, width, int(settings["weight_bits"])))
         try:
             config = solve_config(height, width, num_frames, float(settings["size"]))
         except ValueError as error:
@@ -95,9 +102,15 @@ class HNeRVCodec(Codec):
             loss=settings["loss"], seed=options.seed, show_progress=options.show_progress,
             description=f"hnerv {width}x{height}x{num_frames}",
         )
+        decoder_values, embedding_values = decoder_parameter_count(config), embedding_element_count(config, num_frames)
+        planner = make_planner(options, video_recipe(
+            self.name, video, [Phase("train", train.epochs, -(-num_frames // train.batch_size))],
+            decoder_values + embedding_values,
+            decoder_values * int(settings["weight_bits"]) + embedding_values * int(settings["embed_bits"])))
         model.train()
         policy = options.checkpoint_policy(video.frames, dict(settings, codec=self.name, config=config.to_dict()))
-        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy)
+        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy, hooks=[planner])
+        stats["plan"] = planner.plan()
 
         started = time.perf_counter()
         model.eval()

@@ -3,7 +3,9 @@
 Encoding follows NeRV's recipe: Adam (betas 0.5, 0.999), lr 5e-4, batch 1, Fusion6 loss
 (0.7 L1 + 0.3 (1 - SSIM)), 20% linear warm-up from 0.1 lr then cosine to 0; then global
 magnitude pruning (the smallest ``prune`` fraction of all Linear/conv weights but the
-head's) and fine-tuning with the masks held fixed; then 8-bit quantization.
+head's) and fine-tuning with the masks held fixed, the authors' schedule: 100 epochs,
+no warm-up, cosine from the peak lr (haochen-rye/NeRV README: ``-e 100 --warmup 0.
+--prune_ratio 0.4``); then 8-bit quantization.
 
 Bitstream: one group ``weights``.  An unpruned tensor is stored under its state-dict
 name, quantized with the shared axis rule.  A pruned weight is stored as two tensors:
@@ -29,9 +31,10 @@ from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis, quanti
 from ..errors import InvalidBitstreamError, NncError
 from ..models import nerv as nerv_model
 from ..models import nervpp as nervpp_model
-from .base import Codec, CodecOptions, CompressedVideo, option, resolve_device
+from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_device
 from .checkpoint import remove_checkpoint
 from .registry import register_codec
+from .planning import DEFAULT_SIZE_HELP, Phase, default_model_size, first_solvable_size, make_planner, video_recipe
 from .training import TrainSettings, fit
 from .training_hooks import KeepPruned
 
@@ -43,6 +46,10 @@ AXIS_RULES = {"cost": quantize_lowest_cost_axis, "error": quantize_best_axis}
 BETAS = (0.5, 0.999)
 WARMUP_FRACTION = 0.2
 WARMUP_START = 0.1  # NeRV's code warms up linearly from 0.1 lr
+# The authors' pruning fine-tune (their README's command: -e 100 --warmup 0.): a fixed
+# 100 epochs whatever the training length, straight into the cosine.
+FINETUNE_EPOCHS = 100
+FINETUNE_WARMUP_FRACTION = 0.0
 
 
 class MaskedModel(nn.Module):
@@ -140,10 +147,11 @@ def dequantize_weights(tensors: list[QuantizedTensor], reference: dict[str, tupl
 
 
 @dataclass
-class NeRVOptions(CodecOptions):
+class NeRVOptions(VideoCodecOptions):
     """NeRV's published recipe (authors' README and paper); NeRV++ trains the same way."""
 
-    size: float = option(1.5e6, "Model size in parameters (all weights, before pruning).", low=1)
+    size: float | None = option(None, f"Model size in parameters (all weights, before pruning; {DEFAULT_SIZE_HELP}).",
+                                low=1)
     epochs: int = option(300, "Training epochs.", low=1)
     batch_size: int = option(1, "Frames per training step.", low=1)
     lr: float = option(5e-4, "Peak learning rate.", low=0, low_open=True)
@@ -154,8 +162,8 @@ class NeRVOptions(CodecOptions):
     prune: float = option(0.4, "Fraction of weights removed by global magnitude pruning before fine-tuning "
                                "(0 disables); the masks are stored in the file and counted.",
                           low=0, high=1, high_open=True, metavar="FRACTION_REMOVED")
-    finetune_epochs: int | None = option(None, "Fine-tuning epochs after pruning, masks fixed (default: 10% of "
-                                               "--epochs, at least 1).", low=0)
+    finetune_epochs: int = option(FINETUNE_EPOCHS, "Fine-tuning epochs after pruning, masks fixed, no warm-up "
+                                                   "(the authors' 100).", low=0)
 
 
 class _NeRVFamilyCodec(Codec):
@@ -171,14 +179,20 @@ class _NeRVFamilyCodec(Codec):
     def resolve_settings(self, options: NeRVOptions) -> dict:
         options.validate()
         settings = options.settings()
-        if settings["finetune_epochs"] is None:
-            settings["finetune_epochs"] = max(1, round(0.1 * int(settings["epochs"]))) if settings["prune"] > 0 else 0
+        if settings["finetune_epochs"] is None:  # options built by older callers
+            settings["finetune_epochs"] = FINETUNE_EPOCHS
+        if settings["prune"] == 0:
+            settings["finetune_epochs"] = 0
         return settings
 
     def compress(self, video, options: NeRVOptions) -> CompressedVideo:
         settings = self.resolve_settings(options)
         device = resolve_device(options.device)
         num_frames, height, width = video.frames.shape[:3]
+        if settings["size"] is None:  # recorded resolved, so the header says what was used
+            settings["size"] = first_solvable_size(
+                lambda size: self.model_module.solve_config(height, width, num_frames, size),
+                default_model_size(num_frames, height, width, int(settings["weight_bits"])))
         try:
             config = self.model_module.solve_config(height, width, num_frames, float(settings["size"]))
         except ValueError as error:
@@ -193,9 +207,10 @@ class _NeRVFamilyCodec(Codec):
             return model(times[indices.to(times.device)])[..., :height, :width]
 
         def train_settings(epochs: int, phase: str) -> TrainSettings:
+            warmup = FINETUNE_WARMUP_FRACTION if phase == "finetune" else WARMUP_FRACTION
             return TrainSettings(
                 epochs=epochs, batch_size=int(settings["batch_size"]), lr=float(settings["lr"]), loss=settings["loss"],
-                betas=BETAS, warmup_fraction=WARMUP_FRACTION, warmup_start=WARMUP_START, seed=options.seed,
+                betas=BETAS, warmup_fraction=warmup, warmup_start=WARMUP_START, seed=options.seed,
                 show_progress=options.show_progress, description=f"{self.name} {phase} {width}x{height}x{num_frames}",
                 phase=phase,
             )
@@ -215,12 +230,20 @@ class _NeRVFamilyCodec(Codec):
         if finetune_policy is not None and not resume_finetune:
             finetune_policy.resume = False
 
+        values = sum(p.numel() for p in model.parameters())
+        steps_per_epoch = -(-num_frames // int(settings["batch_size"]))
+        mask_bits = 1 if prune > 0 else 0  # at most a bit per weight for the coded masks
+        planner = make_planner(options, video_recipe(
+            self.name, video, [Phase("train", int(settings["epochs"]), steps_per_epoch),
+                               Phase("finetune", finetune_epochs, steps_per_epoch)],
+            values, values * (int(settings["weight_bits"]) * (1 - prune) + mask_bits)))
+
         model.train()
         stats = {}
         if not resume_finetune:
             policy = options.checkpoint_policy(video.frames, fingerprint_settings)
             stats = fit(reconstruct, model, video.frames, video.max_value,
-                        train_settings(int(settings["epochs"]), "train"), device, policy)
+                        train_settings(int(settings["epochs"]), "train"), device, policy, hooks=[planner])
 
         masks: dict[str, torch.Tensor] = {}
         if prune > 0:
@@ -231,7 +254,7 @@ class _NeRVFamilyCodec(Codec):
             if finetune_epochs > 0:
                 finetune_stats = fit(reconstruct, masked, video.frames, video.max_value,
                                      train_settings(finetune_epochs, "finetune"), device, finetune_policy,
-                                     hooks=[KeepPruned(masked.pairs)])
+                                     hooks=[KeepPruned(masked.pairs), planner])
                 masks = {name: mask.bool() for name, (_, mask) in zip(masked.names, masked.pairs())}
                 stats.update({f"finetune_{k}": v for k, v in finetune_stats.items()})
                 if resume_finetune:

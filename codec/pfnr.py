@@ -302,6 +302,7 @@ class PFNRCodec(Codec):
 
     kind = CodecKind.VIDEO_SET
     Options = PFNROptions
+    config_class = pfnr_model.PFNRConfig
 
     def resolve_settings(self, options: PFNROptions) -> dict:
         if not 0.05 <= float(options.prune) <= 0.95:

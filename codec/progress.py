@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from tqdm import tqdm
+# tqdm.auto: a text bar in a terminal, a widget in a Jupyter notebook (nnc's Python API).
+from tqdm.auto import tqdm
+
+# No monitor thread: its atexit join is where a late SIGTERM/SIGINT printed a traceback.
+tqdm.monitor_interval = 0
 
 
 class ProgressBar:
@@ -23,6 +27,11 @@ class ProgressBar:
         self._bar.update(count)
         if text is not None:
             self._bar.set_postfix_str(text)
+
+    def set_total(self, total: int) -> None:
+        """A new length (a time budget's plan, made after the first steps)."""
+        self._bar.total = total
+        self._bar.refresh()
 
     @property
     def position(self) -> int:

@@ -23,7 +23,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -187,6 +187,7 @@ def fit(
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     generator = torch.Generator().manual_seed(settings.seed)
     batches_per_epoch = math.ceil(num_frames / settings.batch_size)
+    requested_epochs = settings.epochs
     total_steps = settings.epochs * batches_per_epoch
     first_epoch = first_batch = 0
     epoch_loss = epoch_mse = 0.0
@@ -201,6 +202,12 @@ def fit(
         run.earlier_seconds = float(saved["trained_seconds"])
         for hook, state in zip(hooks, saved.get("hooks", [])):
             hook.load_state_dict(state)
+    # A planning hook (a time budget's plan) may set this run's length: the schedule
+    # below is laid over the planned steps.  Restored hook state gives a resumed run
+    # the plan it started with.
+    for hook in hooks:
+        settings = replace(settings, epochs=max(1, int(hook.phase_epochs(settings.phase, settings.epochs))))
+    total_steps = run.total_steps = settings.epochs * batches_per_epoch
     epoch_frames = min(first_batch * settings.batch_size, num_frames)  # frames in epoch_loss so far
     own_bar = progress is None
     if own_bar:
@@ -220,7 +227,8 @@ def fit(
     last_mse = last_loss = float("nan")
     run.started = last_saved = time.perf_counter()
     try:
-        for epoch in range(first_epoch, settings.epochs):
+        epoch = first_epoch
+        while epoch < settings.epochs:
             epoch_generator_state = generator.get_state()
             order = torch.randperm(num_frames, generator=generator) if shuffle else torch.arange(num_frames)
             if epoch != first_epoch or saved is None:
@@ -275,11 +283,19 @@ def fit(
                 if checkpoint and time.perf_counter() - last_saved >= checkpoint.interval_seconds:
                     save()
                     last_saved = time.perf_counter()
+                for hook in hooks:
+                    revised = max(int(hook.revise_epochs(run, settings.epochs, requested_epochs)), epoch + 1)
+                    if revised != settings.epochs:
+                        settings = replace(settings, epochs=revised)
+                        total_steps = run.total_steps = revised * batches_per_epoch
+                        if own_bar:
+                            progress.set_total(total_steps)
                 if any(hook.should_stop(run) for hook in hooks):
                     stopped = run.step < total_steps
                     break
             if stopped:
                 break
+            epoch += 1
     except KeyboardInterrupt:
         if checkpoint and position and consistent:
             save()  # so that --resume loses nothing

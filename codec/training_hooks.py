@@ -11,7 +11,10 @@ A hook is an object with any of these methods; the loop calls them in list order
 * ``should_stop(run)`` after every step: True ends the run early, with a model as usable
   as after the last planned step (time budgets, stop conditions);
 * ``state_dict()`` / ``load_state_dict(state)``: what the hook must carry through a
-  checkpoint (tensors, numbers and plain containers only).
+  checkpoint (tensors, numbers and plain containers only);
+* ``phase_epochs(phase, requested)`` before a run starts and ``revise_epochs(run, epochs,
+  requested)`` after every step: the run's planned number of epochs (a time budget's
+  plan, :mod:`nnc.codec.planning`); the schedule is laid over the planned length.
 
 Checkpointing and progress are built into the loop (they must know its position);
 CLC's own training loop uses the same checkpoint and progress modules.
@@ -78,6 +81,12 @@ class TrainingHook:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def phase_epochs(self, phase: str, requested: int) -> int:
+        return requested
+
+    def revise_epochs(self, run: TrainingRun, epochs: int, requested: int) -> int:
+        return epochs
 
 
 class RateTerm(TrainingHook):

@@ -18,9 +18,11 @@ import numpy as np
 from .. import __version__
 from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, write_bitstream_file
 from ..errors import InvalidBitstreamError, MediaError, NncError
+from ..fileio import exclusive_lock
 from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import CodecOptions, float_to_frames
+from .planning import PlanOnly, PlanReport
 from .checkpoint import checkpoint_path_for, remove_checkpoint_files
 from .registry import DEFAULT_CODEC, get_codec
 
@@ -110,8 +112,32 @@ def encode_video(video: Video, output: str | Path, model: str = DEFAULT_CODEC,
     codec = get_codec(model)()
     options = options or codec.Options()
     check_output_path(output)
+    if getattr(options, "dry_run", False):
+        return dry_run(codec, video, options)
     if options.checkpoint_path is None and options.checkpoint_interval > 0:
         options = replace(options, checkpoint_path=str(checkpoint_path_for(output)))
+    if options.checkpoint_path is None:
+        return _encode_video(codec, video, output, model, options)
+    # Two encodes with the same checkpoint (the same output) would overwrite each
+    # other's training state: the second is refused at once.
+    lock = f"{options.checkpoint_path}.lock"
+    with exclusive_lock(lock, f"another nnc encode to {output} is running (its checkpoint {options.checkpoint_path} "
+                              f"is locked by {lock}); wait for it or choose another output"):
+        return _encode_video(codec, video, output, model, options)
+
+
+def dry_run(codec, video: Video, options: CodecOptions) -> PlanReport:
+    """Calibrate a few training steps and return the plan; no checkpoint, no file."""
+    if options.resume:
+        raise NncError("--dry-run does not resume (drop --resume to see the plan)")
+    try:
+        codec.compress(video, replace(options, checkpoint_path=None, checkpoint_interval=0))
+    except PlanOnly as plan:
+        return PlanReport(plan.plan)
+    raise NncError(f"--dry-run is not supported by --model {codec.name}")
+
+
+def _encode_video(codec, video: Video, output: str | Path, model: str, options: CodecOptions) -> EncodeReport:
     started = time.perf_counter()
     compressed = codec.compress(video, options)
     header = {"media": video.info.to_dict(), "model": compressed.model_header}

@@ -19,11 +19,12 @@ import numpy as np
 from .. import __version__
 from ..bitstream import (Bitstream, Chunk, assemble, decode_bitstream, encode_group_chunk, group_chunks,
                          read_bitstream_file)
-from ..bitstream.container import write_file_atomically
+from ..bitstream.container import read_bitstream_bytes, write_file_atomically
 from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import float_to_frames
+from .header import finite_number, safe_text
 from .pfnr import PFNRCodec, PFNROptions, SetState, apply_group, decode_session, empty_state, parse_set_header, replay
 from .video_api import check_output_path, resolve_frame_range
 
@@ -164,10 +165,7 @@ def append_to_set(path: str | os.PathLike, video: Video, options: PFNROptions | 
     if len(infos) >= config.max_sessions:
         raise NncError(f"{path} already holds its maximum of {config.max_sessions} videos")
     started = time.perf_counter()
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InvalidBitstreamError(f"cannot read {path}: {error.strerror or error}") from None
+    data = read_bitstream_bytes(path)  # bounded, like every read of a .nnc file
     # The chunks copied are the chunks parsed: one read of the file serves both.
     bitstream = decode_bitstream(data)
     model_header, infos = read_set(bitstream, path)
@@ -202,6 +200,19 @@ def decode_video_set_member(bitstream: Bitstream, output: str | os.PathLike, *, 
     return info
 
 
+def decode_session_frames(bitstream: Bitstream, video_index: int, *, device: str = "cpu", batch_size: int = 4):
+    """Yield every frame of video ``video_index`` of a set, (N, H, W, 3) integer RGB batches."""
+    model_header, infos = read_set(bitstream)
+    if not 0 <= video_index < len(infos):
+        raise NncError(f"--video {video_index}: the file holds {len(infos)} videos (0..{len(infos) - 1})")
+    config, _ = parse_set_header(model_header)
+    info = infos[video_index]
+    state = replay(config, bitstream.groups[: video_index + 1])
+    for batch in decode_session(state, video_index, info.num_frames, info.height, info.width, device=device,
+                                batch_size=batch_size, frames=range(info.num_frames)):
+        yield float_to_frames(batch, info.max_value)
+
+
 def describe_set(summary: dict) -> tuple[dict, list[str]]:
     """Per-video and shared bytes of a set, from :func:`nnc.bitstream.inspect_bitstream`'s summary."""
     model = summary["header"].get("model") or {}
@@ -225,7 +236,7 @@ def describe_set(summary: dict) -> tuple[dict, list[str]]:
         value_bits = sum(t["payload_bits"] for t in group["tensors"] if t["name"].endswith(".values"))
         head_bits = sum(t["payload_bits"] for t in group["tensors"] if t["name"].startswith("head."))
         upto = shared + sum(g["bytes"] for g in groups[: index + 1])
-        psnr = record.get("psnr_rgb")
+        psnr = finite_number(record.get("psnr_rgb"))
         entry = {
             "video": index, "source": record.get("source"), "frames": info.num_frames,
             "width": info.width, "height": info.height, "group_bytes": group["bytes"],
@@ -235,10 +246,10 @@ def describe_set(summary: dict) -> tuple[dict, list[str]]:
         }
         videos.append(entry)
         lines.append(
-            f"  video {index}: {record.get('source') or '?'} {info.width}x{info.height}, {info.num_frames} frames, "
+            f"  video {index}: {safe_text(record.get('source') or '?')} {info.width}x{info.height}, {info.num_frames} frames, "
             f"group {group['bytes']} bytes ({entry['group_bpp']:.5f} bpp: masks {mask_bits / 8:.0f}, "
             f"new weights {value_bits / 8:.0f}, head {head_bits / 8:.0f}, side info {group['side_info_bytes']})"
-            + (f", PSNR-RGB {psnr:.2f} dB" if isinstance(psnr, (int, float)) else "")
+            + (f", PSNR-RGB {psnr:.2f} dB" if psnr is not None else "")
         )
     return {"videos": videos, "shared_bytes": shared, "total_pixels": total_pixels,
             "bpp": summary["file_bytes"] * 8 / total_pixels}, lines

@@ -7,8 +7,15 @@ frame through SIREN layers (sin(w0 * (W x + b)), w0 = 30) to a small feature map
 patch; the patches' feature maps are laid side by side into one map of the frame, a
 fixed sinusoidal code of the frame's position in the group is added (one copy per
 frame), and grouped conv3x3 -> PixelShuffle stages (one convolution group per frame)
-upsample it to G RGB frames.  Convolutions run over the assembled map, so neighbouring
-patches see each other and no block edges appear.
+upsample it to G RGB frames.
+
+Independent patches (``independent_patches``, the paper's design and the default of new
+files): the upsampler runs on each patch's own feature map (a batch of patches, each
+convolution zero-padded at the patch's border), so a patch's pixels depend only on its
+own coordinate and the group's weights: any region decodes from its patches alone, and
+patches decode in parallel.  Files written before this field existed ran the upsampler
+over the assembled map of the frame (neighbouring patches seeing each other, no block
+edges); their header lacks the field, which reads as ``False``, and they decode as before.
 
 Any resolution: the frame is padded to whole patches (the network renders the padded
 frame) and cropped on decode.
@@ -73,6 +80,9 @@ class NIRVANAConfig(ModelConfig):
     # exactly the grid of the video's size.
     rows: int = config_field(1, low=1, high=MAX_GRID)
     cols: int = config_field(1, low=1, high=MAX_GRID)
+    # True: the upsampler runs per patch (each patch decodes alone); False: over the
+    # assembled frame (files written before the field existed).
+    independent_patches: bool = config_field(False)
 
     @property
     def total_stride(self) -> int:
@@ -176,8 +186,27 @@ class NIRVANAGroupNet(nn.Module):
         self.head_shuffle = nn.PixelShuffle(last) if last > 1 else nn.Identity()
         self.register_buffer("time_code", temporal_code(c.group_size, c.feature_channels), persistent=False)
 
+    def forward_patches(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """(N, 2) patch centres -> (N, G, 3, P, P): each patch rendered on its own (the
+        upsampler's convolutions zero-padded at the patch border), so a patch's pixels
+        do not depend on which other patches are rendered with it."""
+        c = self.config
+        side = c.feature_size
+        count = coordinates.shape[0]
+        patches = self.to_features(self.siren(coordinates)).view(count, 1, c.feature_channels, side, side)
+        x = patches + self.time_code.view(1, c.group_size, c.feature_channels, 1, 1)  # (N, G, C, f, f)
+        x = x.reshape(count, c.group_size * c.feature_channels, side, side)
+        for conv, shuffle in zip(self.stages, self.shuffles):
+            x = F.gelu(shuffle(conv(x)))
+        x = self.head_shuffle(self.head(x))
+        return (torch.tanh(x.view(count, c.group_size, 3, c.patch_size, c.patch_size)) + 1) * 0.5
+
     def forward(self, coordinates: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         c = self.config
+        if c.independent_patches:
+            patches = self.forward_patches(coordinates).view(rows, cols, c.group_size, 3, c.patch_size, c.patch_size)
+            return patches.permute(2, 3, 0, 4, 1, 5).reshape(c.group_size, 3, rows * c.patch_size,
+                                                              cols * c.patch_size)
         side = c.feature_size
         patches = self.to_features(self.siren(coordinates))  # (rows * cols, C * f * f)
         features = patches.view(rows, cols, c.feature_channels, side, side).permute(2, 0, 3, 1, 4)
@@ -232,7 +261,7 @@ def solve_config(height: int, width: int, num_frames: int, size: float, **overri
         if config.parameter_count() > size:
             break
     rows, cols = best[1].grid(height, width)
-    config = replace(best[1], rows=rows, cols=cols)
+    config = replace(best[1], rows=rows, cols=cols, independent_patches=overrides.get("independent_patches", True))
     smallest = scaled_config(8, **overrides).parameter_count()
     if size < 0.5 * smallest:
         raise ValueError(f"--size {size:g} is below NIRVANA's smallest group network ({smallest} parameters)")

@@ -24,7 +24,7 @@ from nnc.models.hnerv import HNeRVConfig, choose_strides, model_size
 
 from synthetic import synthetic_frames
 
-FAST = ["--epochs", "1", "--batch-size", "1", "--device", "cpu", "--quiet", "--checkpoint-interval", "0"]
+FAST = ["--epochs", "1", "--batch-size", "1", "--device", "cpu", "--quiet", "--checkpoint-interval", "0", "--force"]  # tiny clips: any model is larger than the raw frames
 DEPTH = {"yuv420p": 8, "gray": 8, "rgb24": 8, "yuv420p10le": 10, "yuv420p12le": 12, "yuv444p": 8}
 
 

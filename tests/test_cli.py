@@ -240,3 +240,17 @@ def test_encode_options_come_from_the_codecs_options_dataclasses(tmp_path):
         result = run("encode", missing, "-o", tmp_path / "x.nnc", *args)
         assert result.exit_code == 1 and f"nnc: {fragment}" in result.output, result.output
     assert not (tmp_path / "x.nnc").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--seed", str(2**70)], "--seed must be between 0 and"),
+    (["--seed", "-1"], "--seed must be between 0 and"),
+    (["--checkpoint-interval", "nan"], "--checkpoint-interval must be a finite number"),
+    (["--model", "clc", "--resume"], "--resume does not apply to --model clc"),
+])
+def test_bad_option_values_are_one_line_errors_before_anything_is_read(tmp_path, args, message):
+    result = run("encode", tmp_path / "missing.y4m", "-o", tmp_path / "x.nnc", *args)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr

@@ -102,9 +102,11 @@ def test_encode_reports_the_psnr_the_decoder_produces(encoded):
     psnr = float(np.mean(10 * np.log10(255.0**2 / np.mean(error**2, axis=(1, 2, 3)))))
     assert report.psnr == pytest.approx(psnr, abs=1e-6)
     # A short fit on a smooth synthetic clip must actually learn it (mean grey is ~13 dB),
-    # and 8-bit weights / 6-bit embeddings cost it little (measured: {QUANT_LOSS}).
+    # and 8-bit weights / 6-bit embeddings must cost it little against the fit's own PSNR
+    # (the last epoch's mean in training mode, so the decode may even be a bit above it).
     assert report.psnr > 20.0
-    assert compressed.stats["train_psnr"] - 1.0 < report.psnr < compressed.stats["train_psnr"] + 0.5
+    train_psnr = compressed.stats["train_psnr"]
+    assert train_psnr - 1.0 < report.psnr < train_psnr + 0.5, (train_psnr, report.psnr)
 
 
 def test_decoding_twice_gives_identical_frames(encoded):

@@ -4,6 +4,7 @@ frame-range decoding, parallel chains, CLI, and bad headers."""
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 import sys
 from unittest import mock
@@ -265,3 +266,76 @@ def test_cli_encode_decode_frames_info_and_bad_files(tmp_path):
     bad = runner.invoke(main, ["encode", str(tmp_path / "clip.y4m"), "-o", str(tmp_path / "bad.nnc"),
                                "--model", "nirvana", "--loss", "fusion6"])
     assert bad.exit_code != 0 and not (tmp_path / "bad.nnc").exists()
+
+
+# --------------------------------------------------------------------------- independent patches, adaptive steps
+
+
+def test_a_patch_renders_alone_as_in_the_full_frame():
+    """With independent patches a patch's pixels depend only on its own coordinate:
+    rendering it alone gives exactly that patch of the whole frame."""
+    torch.manual_seed(0)
+    config = nirvana.NIRVANAConfig(rows=3, cols=4, patch_size=8, siren_width=16, feature_channels=4,
+                                   upsampler_channels=4, independent_patches=True)
+    net = nirvana.NIRVANAGroupNet(config).eval()
+    coordinates = nirvana.patch_centres(3, 4)
+    with torch.no_grad():
+        frame = net(coordinates, 3, 4)
+        alone = net.forward_patches(coordinates[[1 * 4 + 2]])[0]  # row 1, col 2
+        pair = net.forward_patches(coordinates[[0, 1 * 4 + 2]])[1]
+    torch.testing.assert_close(alone, frame[:, :, 8:16, 16:24], rtol=0, atol=1e-6)
+    torch.testing.assert_close(pair, alone, rtol=0, atol=1e-6)
+    # the old (assembled) upsampler sees its neighbours: the same weights give other pixels
+    old = nirvana.NIRVANAGroupNet(nirvana.NIRVANAConfig(**dict(config.to_dict(), independent_patches=False))).eval()
+    old.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assembled = old(coordinates, 3, 4)
+    assert (assembled[:, :, 8:16, 16:24] - alone).abs().max() > 1e-3
+
+
+def test_old_headers_without_the_field_keep_the_assembled_upsampler():
+    data = nirvana.NIRVANAConfig(rows=2, cols=2).to_dict()
+    del data["independent_patches"]
+    assert nirvana.NIRVANAConfig.from_dict(data).independent_patches is False
+    assert nirvana.solve_config(64, 64, 8, 6000).independent_patches is True
+    assert nirvana.solve_config(64, 64, 8, 6000, independent_patches=False).independent_patches is False
+
+
+def test_a_region_decodes_from_its_patches_alone(encoded):
+    video, path, report, _ = encoded
+    stream = read_bitstream_file(path)
+    header = stream.header
+    full = torch.cat(list(nirvana_codec.NIRVANACodec().decompress(
+        header["model"], stream.groups, 8, 64, 128)))
+    region = (18, 20, 40, 70)  # top, left, bottom, right: patch rows 1-2, columns 1-4 of 4 x 8
+    rendered = []
+    original = nirvana.NIRVANAGroupNet.forward_patches
+
+    def counting(self, coordinates):
+        rendered.append(coordinates.shape[0])
+        return original(self, coordinates)
+
+    with mock.patch.object(nirvana.NIRVANAGroupNet, "forward_patches", counting):
+        parts = list(nirvana_codec.decode_region(header["model"], stream.groups, 8, 64, 128, region,
+                                                 frames=range(2, 7)))
+    assert rendered == [2 * 4, 2 * 4]  # two groups, each only the region's 8 of 32 patches
+    crop = torch.cat(parts)
+    assert crop.shape == (5, 3, 22, 50)
+    torch.testing.assert_close(crop, full[2:7, :, 18:40, 20:70], rtol=0, atol=1e-6)
+    with pytest.raises(NncError, match="not inside"):
+        next(nirvana_codec.decode_region(header["model"], stream.groups, 8, 64, 128, (0, 0, 65, 10)))
+
+
+def test_adaptive_steps_stop_a_group_at_the_first_groups_psnr():
+    """A static clip: the warm-started group starts at the first group's quality and
+    stops after the minimum steps; without adaptive steps it trains all of them."""
+    frames = np.repeat(synthetic_video(num_frames=1, height=32, width=32).frames, 8, axis=0)
+    job = dict(first_group=0, frames=frames, max_value=255,
+               config=nirvana.solve_config(32, 32, 8, SIZE).to_dict(), epochs=40, lr=5e-3, rate_lambda=1e-3,
+               seed=0, device="cpu")
+    adaptive = nirvana_codec.fit_chain(nirvana_codec.ChainJob(**job, adaptive_steps=True))
+    fixed = nirvana_codec.fit_chain(nirvana_codec.ChainJob(**job, adaptive_steps=False))
+    assert [r["iterations"] for r in fixed] == [80, 40]
+    assert adaptive[0]["iterations"] == 80
+    assert adaptive[1]["iterations"] == math.ceil(nirvana_codec.MIN_ADAPTIVE_FRACTION * 40)
+    assert adaptive[1]["train_psnr"] > adaptive[0]["train_psnr"] - 0.5

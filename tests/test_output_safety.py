@@ -436,3 +436,166 @@ def test_nnc_files_still_read(tmp_path):
     assert container.read_bitstream_bytes(path) == path.read_bytes()
     with pytest.raises(InvalidBitstreamError, match="folder"):
         container.read_bitstream_file(tmp_path)
+
+
+# --------------------------------------------------------------------------- the commands (issue 17, part 2)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from nnc.cli.main import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _clip(path: Path, height: int = 16, width: int = 32) -> Path:
+    info = VideoInfo(width, height, 3, Fraction(25), "yuv420p", 8, "bt601", "tv")
+    from nnc.media import Video
+
+    frames = np.stack([np.full((height, width, 3), 40 * (i + 1), np.uint8) for i in range(3)])
+    write_video(path, Video(frames=frames, info=info))
+    return path
+
+
+def test_encode_decode_and_append_refuse_their_input_as_output(tmp_path):
+    clip = _clip(tmp_path / "clip.y4m")
+    original = clip.read_bytes()
+    image = tmp_path / "photo.png"
+    write_image(np.zeros((64, 64, 3), np.uint8), image)
+    photo = image.read_bytes()
+    nnc_file = tmp_path / "golden.nnc"
+    nnc_file.write_bytes((DATA / "golden_hnerv.nnc").read_bytes())
+    set_file = tmp_path / "set.nnc"
+    set_file.write_bytes((DATA / "golden_pfnr_fso3.nnc").read_bytes())
+    link = tmp_path / "link.y4m"
+    link.symlink_to(clip)
+    for command in (["encode", clip, "-o", clip, "--epochs", "1"],
+                    ["encode", clip, "-o", link, "--epochs", "1"],
+                    ["encode", image, "--model", "clc", "-o", image],
+                    ["encode", clip, clip, "--model", "pfnr", "-o", clip],
+                    ["decode", nnc_file, "-o", nnc_file, "--format", "y4m"],
+                    ["append", set_file, set_file]):
+        result = _cli(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "is the input" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert clip.read_bytes() == original and image.read_bytes() == photo
+    assert nnc_file.read_bytes() == (DATA / "golden_hnerv.nnc").read_bytes()
+    assert set_file.read_bytes() == (DATA / "golden_pfnr_fso3.nnc").read_bytes()
+
+
+def test_decode_to_stdout_keeps_the_summary_off_stdout(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "nnc.cli.main", "decode", str(DATA / "golden_hnerv.nnc"), "-o", "-"],
+                            capture_output=True, timeout=300, cwd=REPO_PARENT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"YUV4MPEG2 W64 H32 ") and b"wrote" not in result.stdout
+    assert b"wrote -:" in result.stderr
+    frames = read_video(_write(tmp_path / "piped.y4m", result.stdout))
+    assert frames.info.num_frames == 4
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_a_second_append_to_the_same_set_is_refused_at_once(tmp_path):
+    from nnc.codec.files import append_file, lock_path_for, make_options
+    from nnc.fileio import exclusive_lock
+
+    set_file = tmp_path / "set.nnc"
+    set_file.write_bytes((DATA / "golden_pfnr_fso3.nnc").read_bytes())
+    clip = _clip(tmp_path / "clip.y4m", 36, 64)
+    options = make_options("pfnr", epochs=1, show_progress=False)
+    started = time.monotonic()
+    with exclusive_lock(lock_path_for(set_file), "held by the test"):
+        with pytest.raises(MediaError, match="being appended to by another nnc") as caught:
+            append_file(set_file, clip, options)
+    assert time.monotonic() - started < 30 and "\n" not in str(caught.value)
+    assert set_file.read_bytes() == (DATA / "golden_pfnr_fso3.nnc").read_bytes()
+    assert not lock_path_for(set_file).exists()  # released and removed
+
+
+def test_exclusive_lock_is_exclusive_across_processes_and_released(tmp_path):
+    from nnc.fileio import exclusive_lock
+
+    lock = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from nnc.fileio import exclusive_lock
+        with exclusive_lock({str(lock)!r}, "busy"):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, cwd=REPO_PARENT)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(MediaError, match="busy"):
+            with exclusive_lock(lock, "busy"):
+                pass
+    finally:
+        holder.kill()  # a killed holder's lock is released by the kernel
+        holder.wait()
+    with exclusive_lock(lock, "busy"):
+        assert lock.exists()
+    assert not lock.exists()
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_an_interrupted_append_reports_what_is_true(tmp_path, monkeypatch, written):
+    from nnc.bitstream import split_chunks
+    from nnc.codec import files
+
+    golden = (DATA / "golden_pfnr_fso3.nnc").read_bytes()
+    set_file = tmp_path / "set.nnc"
+    # the set before the append: video 0 only (drop video 1's record and group)
+    from nnc.bitstream import read_bitstream_file
+    from nnc.bitstream.chunks import assemble
+    bitstream = read_bitstream_file(DATA / "golden_pfnr_fso3.nnc")
+    model = dict(bitstream.header["model"], videos=bitstream.header["model"]["videos"][:1])
+    groups = [c for c in split_chunks(golden) if c.tag == b"TGRP"][:1]
+    set_file.write_bytes(assemble("pfnr", dict(bitstream.header, model=model), groups))
+    clip = _clip(tmp_path / "clip.y4m", 36, 64)
+
+    def fake_append(path, video, options, name=None):
+        if written:
+            Path(path).write_bytes(golden)
+        raise fileio.Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(files, "append_to_set", fake_append)
+    result = _cli("append", set_file, clip, "--epochs", "1", "--quiet")
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    if written:
+        assert "was appended to" in result.stderr and "--resume" not in result.stderr
+    else:
+        assert "nothing was appended" in result.stderr
+    assert result.stderr.count("\n") == 1 and not files.lock_path_for(set_file).exists()
+
+
+def test_a_terminated_decode_exits_128_plus_signum_and_leaves_nothing(tmp_path):
+    from nnc.bitstream import Chunk, join_chunks, read_bitstream_file, split_chunks
+    import json, zlib
+
+    # A PFNR set renders a frame from its index: a header edit makes a long decode.
+    bitstream = read_bitstream_file(DATA / "golden_pfnr_fso3.nnc")
+    header = json.loads(json.dumps(bitstream.header))
+    header["model"]["videos"][0]["media"]["num_frames"] = 100_000
+    chunks = split_chunks((DATA / "golden_pfnr_fso3.nnc").read_bytes())
+    text = json.dumps({"codec": "pfnr", "header": header}).encode()
+    long = _write(tmp_path / "long.nnc", join_chunks([Chunk(b"HEAD", zlib.compress(text))] + chunks[1:]))
+    out = tmp_path / "out.y4m"
+    process = subprocess.Popen([sys.executable, "-m", "nnc.cli.main", "decode", str(long), "--video", "0", "-o", str(out)],
+                               stderr=subprocess.PIPE, text=True, cwd=REPO_PARENT)
+    deadline = time.monotonic() + 240
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".out.y4m")]:  # the partial output
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().startswith("nnc: decode interrupted") and "Traceback" not in stderr
+    assert leftovers(tmp_path) == [] and not out.exists()

@@ -259,7 +259,7 @@ def test_an_encode_stopped_early_still_writes_a_file_that_decodes(tmp_path, monk
     monkeypatch.setattr(module, function_name, stopping(getattr(module, function_name), StopWhen(counting_stop)))
     output = tmp_path / "clip.nnc"
     result = CliRunner().invoke(main, ["encode", str(clip), "-o", str(output), "--model", model, "--size", size,
-                                       "--epochs", "200", "--device", "cpu", "--quiet"])
+                                       "--epochs", "200", "--device", "cpu", "--quiet", "--force"])
     assert result.exit_code == 0, result.output
     # hnerv: one run of 200 epochs x 4 batches stopped after 3 steps; nirvana: each of the
     # 2 groups (400 and 200 steps planned) stopped after 2 steps

@@ -130,7 +130,8 @@ def _compress_smallest(codec_class, name: str, video):
     """Compress with the codec's smallest accepted model, one epoch, quietly, on the CPU
     (options a codec does not have, such as a model size for CLC, are left out)."""
     known = codec_class.Options.fields()
-    quick = dict(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0)
+    # force: seed files are tiny on purpose, larger than their raw clip
+    quick = dict(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0, force=True)
     quick = {key: value for key, value in quick.items() if key in known}
     sizes = _seed_sizes(name, video) if "size" in known else [None]
     error = None
@@ -476,7 +477,9 @@ def m_tensors(rng, data, seeds):
             return
         tensor_index = rng.randrange(len(group.tensors)) if group.tensors else None
         tensor = group.tensors[tensor_index] if tensor_index is not None else None
-        if op in ("reshape", "flatten", "slice", "extend", "bits") and tensor is None:
+        if op in ("reshape", "flatten", "slice", "extend", "bits", "rename", "drop") and tensor is None:
+            raise Skip  # a group of raw byte strings only (CLC)
+        if op == "add" and not any(g.tensors for g in bs.groups):
             raise Skip
         if op == "reshape":
             shape = list(tensor.symbols.shape)
@@ -518,6 +521,41 @@ def m_tensors(rng, data, seeds):
             tensor.bits = max(1, int(tensor.symbols.max()).bit_length())
 
     return _retensor(data, edit), op
+
+
+def m_quant(rng, data, seeds):
+    """Quantization parameters re-encoded through the container: axis moved (per tensor <->
+    per channel on another dimension), scales and offsets made zero, negative, huge,
+    infinite or NaN, symbols pushed to the extremes of their bit width."""
+    op = rng.choice(["axis", "scale", "offset", "extreme symbols"])
+
+    def edit(bs):
+        tensors = [t for g in bs.groups for t in g.tensors]
+        if not tensors:
+            raise Skip
+        index = rng.randrange(len(tensors))
+        tensor = tensors[index]
+        if op == "axis":
+            dims = [d for d in range(tensor.symbols.ndim) if d != tensor.axis]
+            if not dims:
+                raise Skip
+            axis = rng.choice(dims)
+            count = tensor.symbols.shape[axis]
+            tensor.axis = axis
+            tensor.offset = np.resize(tensor.offset, count).astype(tensor.offset.dtype)
+            tensor.scale = np.resize(tensor.scale, count).astype(tensor.scale.dtype)
+        elif op in ("scale", "offset"):
+            values = getattr(tensor, op).copy()
+            values[rng.randrange(len(values))] = rng.choice([0.0, -1.0, 1e30, -1e30, np.inf, np.nan, 1e-45])
+            setattr(tensor, op, values)
+        else:
+            top = (1 << min(tensor.bits, 16)) - 1
+            symbols = tensor.symbols.copy()
+            flat = symbols.reshape(-1)
+            flat[rng.randrange(flat.size)] = rng.choice([0, top])
+            tensor.symbols = symbols
+
+    return _retensor(data, edit), f"quant {op}"
 
 
 def replace_tensor(tensor, symbols):
@@ -585,6 +623,7 @@ MUTATIONS = {
     "header": (m_header, 4),
     "tensors": (m_tensors, 3),
     "resize": (m_resize, 2),
+    "quant": (m_quant, 2),
 }
 
 
@@ -648,14 +687,44 @@ def _status_bytes(field: str) -> int | None:
 
 
 def decode_all(data: bytes) -> int:
-    """Exactly what ``nnc decode`` does, minus writing: returns the frames produced."""
+    """What ``nnc info`` and ``nnc decode`` do, minus writing: the header check they
+    share, the default decode bounds (Y4M output), every frame decoded (every video of
+    a set); then ``nnc info``'s description.  Returns the frames produced."""
     from nnc.bitstream import decode_bitstream
+    from nnc.codec.base import CodecKind
+    from nnc.codec.header import check_header
     from nnc.codec.video_api import decode_frames
+    from nnc.codec.video_set_api import decode_session_frames
+    from nnc.media.limits import check_output_limits
 
+    bitstream = decode_bitstream(data)
+    checked = check_header(bitstream.codec, bitstream.header)
+    for info in checked.videos:
+        check_output_limits(info, "y4m")
     frames = 0
-    for batch in decode_frames(decode_bitstream(data), device="cpu"):
-        frames += batch.shape[0]
+    if checked.codec.kind == CodecKind.VIDEO_SET:
+        for index in range(len(checked.videos)):
+            for batch in decode_session_frames(bitstream, index):
+                frames += batch.shape[0]
+    else:
+        for batch in decode_frames(bitstream, device="cpu"):
+            frames += batch.shape[0]
+    _describe(data)
     return frames
+
+
+def _describe(data: bytes) -> None:
+    """``nnc info`` on ``data`` (through a file, as the command reads one), text and JSON."""
+    import tempfile
+
+    from nnc.codec.files import describe
+
+    with tempfile.NamedTemporaryFile(suffix=".nnc") as handle:
+        handle.write(data)
+        handle.flush()
+        description = describe(Path(handle.name))
+    description["text"].encode("utf-8")
+    json.dumps(description["data"])
 
 
 def _allocate_unchecked(data: bytes) -> int:
@@ -870,8 +939,12 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
 
     from nnc.codec.base import machine_description
 
+    slowest_seconds = slowest[0]["seconds"] if slowest else None
     return {
         "tool": "tools/fuzz_decoder.py",
+        "summary": {"cases": tried, "failures": len(failures), "slowest_seconds": slowest_seconds,
+                    "peak_memory_mib": round(peak_rss / MIB, 1) if peak_rss else None,
+                    "memory_limit_mib": memory_mib, "time_limit_s": time_limit},
         "date": started_at.isoformat(timespec="seconds"),
         "machine": dict(machine_description(), platform=platform.platform(), cpu_count=os.cpu_count()),
         "settings": {
@@ -879,7 +952,9 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
             "memory_limit_mib": memory_mib, "kill_after_s": kill_after, "max_seconds": max_seconds,
             "memory_limit": "RLIMIT_AS of each worker = its address space after warm-up + memory_limit_mib",
             "worker_rlimit_as_bytes": limits.get("rlimit_as"), "worker_base_vm_bytes": limits.get("base_vm"),
-            "torch_threads_per_worker": 1, "decode_path": "decode_bitstream + decode_frames(device='cpu') to the end",
+            "torch_threads_per_worker": 1,
+            "decode_path": "decode_bitstream, check_header and the default decode bounds (as nnc decode), every "
+                           "frame of every video decoded on the CPU, then nnc info's description",
             "mutations": {name: weight for name, (_, weight) in MUTATIONS.items()},
         },
         "known_limits": KNOWN_LIMITS,
@@ -898,9 +973,18 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
     }
 
 
+def _free_result_path(stem: str) -> Path:
+    """benchmarks/results/STEM.json, or STEM_2.json... : a committed result is never overwritten."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    path, number = folder / f"{stem}.json", 2
+    while path.exists():
+        path, number = folder / f"{stem}_{number}.json", number + 1
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tools/fuzz_decoder.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--cases", type=int, default=100_000, help="mutated inputs to try (100,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per input (1)")
@@ -910,19 +994,22 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, help="stop drawing new cases after this long")
     parser.add_argument("--only", type=int, nargs="+", help="run only these case numbers")
     parser.add_argument("--save", type=Path, help="write failing inputs to this folder")
-    parser.add_argument("--out", type=Path, help="write the JSON record here")
+    parser.add_argument("--out", type=Path, help="write the JSON record here (default: benchmarks/results/"
+                        "fuzz_decoder.json, or fuzz_decoder_2.json... when it exists); - prints it")
     args = parser.parse_args(argv)
     record = run_campaign(args.cases, args.seed, jobs=args.jobs, time_limit=args.time_limit, memory_mib=args.memory_mib,
                           kill_after=args.kill_after, only=args.only, save=args.save, progress=True,
                           max_seconds=args.max_seconds)
     text = json.dumps(record, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomically(args.out, (text + "\n").encode())
+    out = args.out if args.out is not None else _free_result_path("fuzz_decoder")
+    if str(out) != "-":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomically(out, (text + "\n").encode())
+        print(f"wrote {out}", file=sys.stderr)
     slowest = record["slowest"][0] if record["slowest"] else None
     print(f"{record['inputs_tried']} inputs, {record['failure_count']} failures, outcomes {record['outcomes']}, "
           f"slowest {slowest['seconds'] if slowest else '-'} s, {record['elapsed_seconds']} s", file=sys.stderr)
-    if not args.out:
+    if str(out) == "-":
         print(text)
     return 1 if record["failures"] else 0
 

@@ -1,0 +1,296 @@
+"""Planning a training recipe: time budgets, the estimate line, dry runs, size checks.
+
+A video codec describes its recipe before training (:class:`Recipe`: the phases with
+their requested epochs and steps per epoch, and what the file will roughly hold) and
+passes one :class:`SchedulePlanner` to every phase's :func:`~nnc.codec.training.fit`.
+After a few calibration steps of the first phase the planner knows the time per step:
+
+* it prints one estimate line (the requested recipe's time, or the planned epochs under
+  a budget, with advice when an unbudgeted run would take over an hour);
+* with a time budget it scales every phase's epochs by one factor so that the whole
+  recipe ends within the budget; the loop then lays its warm-up + cosine schedule over
+  the planned length (not a cosine cut off by the clock).  The budget also stays a hard
+  stop (the planner is a :class:`~nnc.codec.training_hooks.TimeBudget`);
+* with ``dry_run`` it raises :class:`PlanOnly` carrying the plan, before any file is written.
+
+The plan (the scale factor and the calibrated time per step) is part of the planner's
+checkpoint state, so a resumed run follows the plan it started with.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import NncError
+from .training_hooks import TimeBudget, TrainingRun
+
+CALIBRATION_STEPS = 4  # timed steps after the first one (which pays one-off costs)
+CALIBRATION_SHARE = 0.1  # at most this share of a budget is spent before the plan is made
+PLAN_FRACTION = 0.9  # plan to end at 90% of the budget: later phases may be a little slower per step
+LONG_RUN_SECONDS = 3600.0
+SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value) -> float:
+    """``90s``, ``20m``, ``2h``, ``1.5h`` or a number of seconds -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in SECONDS_PER_UNIT else "s"
+        number = text[:-1] if text[-1:] in SECONDS_PER_UNIT else text
+        try:
+            seconds = float(number) * SECONDS_PER_UNIT[unit]
+        except ValueError:
+            raise NncError(f"--time-budget {value!r}: expected a duration like 90s, 20m or 2h") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise NncError(f"--time-budget {value!r}: must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+# The model size when --size is not given follows the input: about DEFAULT_TARGET_BPP bits
+# per pixel at 8 bits a parameter, HNeRV's published bunny setting (1.5M parameters for 132
+# frames of 1280x720, ~0.1 bpp), kept within [SMALLEST_DEFAULT_SIZE, LARGEST_DEFAULT_SIZE].
+# A fixed 1.5M gave a 10-frame 160x90 clip about 80 bpp, far more than its raw size.
+DEFAULT_TARGET_BPP = 0.1
+SMALLEST_DEFAULT_SIZE = 2e4
+LARGEST_DEFAULT_SIZE = 1.5e6
+DEFAULT_SIZE_HELP = ("default: about 0.1 bpp of the input at 8 bits a parameter, between 20k and 1.5M; "
+                     "--dry-run shows the choice")
+
+
+def default_model_size(num_frames: int, height: int, width: int, bits_per_parameter: int = 8) -> float:
+    """Parameters for about DEFAULT_TARGET_BPP bits per pixel of a ``num_frames`` x ``height`` x ``width`` video."""
+    wanted = DEFAULT_TARGET_BPP * num_frames * height * width / bits_per_parameter
+    return float(round(min(max(wanted, SMALLEST_DEFAULT_SIZE), LARGEST_DEFAULT_SIZE), -3))
+
+
+def first_solvable_size(solve: Callable[[float], object], size: float) -> float:
+    """``size``, or the next size up (25% steps, at most LARGEST_DEFAULT_SIZE) that ``solve``
+    accepts: a tiny clip's target can be below the smallest network of its frame size."""
+    while True:
+        try:
+            solve(size)
+            return size
+        except ValueError:
+            if size >= LARGEST_DEFAULT_SIZE:
+                raise
+            size = float(min(round(size * 1.25, -3), LARGEST_DEFAULT_SIZE))
+
+
+def raw_bits_per_pixel(pix_fmt: str, bit_depth: int) -> float:
+    """Bits per pixel of the source's raw frames (4:2:0: 1.5 samples a pixel, 4:4:4/RGB 3, gray 1)."""
+    if pix_fmt.startswith("gray"):
+        samples = 1.0
+    elif "420" in pix_fmt:
+        samples = 1.5
+    elif "422" in pix_fmt:
+        samples = 2.0
+    else:
+        samples = 3.0
+    return samples * bit_depth
+
+
+@dataclass
+class Phase:
+    name: str  # the TrainSettings.phase of its fit calls
+    epochs: int  # requested epochs (of every run of this phase: NIRVANA has one run per group)
+    steps_per_epoch: int
+    runs: int = 1
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch * self.runs
+
+
+@dataclass
+class Recipe:
+    """What a codec will train and store, known before training."""
+
+    model: str
+    phases: list[Phase]
+    parameters: int  # what the file stores, in values (weights, embeddings, grids)
+    stored_bits: float | None  # upper estimate of the payload: values x their bits (None: rate-trained)
+    pixels: int  # frames x height x width
+    raw_bits: float  # the source video uncompressed
+
+    @property
+    def steps(self) -> int:
+        return sum(phase.steps for phase in self.phases)
+
+    def estimated_bpp(self) -> float | None:
+        return None if self.stored_bits is None else self.stored_bits / self.pixels
+
+
+def video_recipe(model: str, video, phases: list[Phase], parameters: int, stored_bits: float | None) -> Recipe:
+    """A :class:`Recipe` for ``video`` (its pixels and raw size from its frames and pixel format)."""
+    num_frames, height, width = video.frames.shape[:3]
+    pixels = num_frames * height * width
+    return Recipe(model, phases, int(parameters), stored_bits, pixels,
+                  pixels * raw_bits_per_pixel(video.info.pix_fmt, video.info.bit_depth))
+
+
+class PlanOnly(Exception):
+    """Raised by a dry run once the plan is known: nothing is trained further or written."""
+
+    def __init__(self, plan: dict):
+        super().__init__(plan.get("text", "dry run"))
+        self.plan = plan
+
+
+def check_file_size(recipe: Recipe, force: bool, log: Callable[[str], None]) -> None:
+    """Refuse (or, with ``force``, warn) when the file would be larger than the raw video."""
+    if recipe.stored_bits is None or recipe.stored_bits <= recipe.raw_bits:
+        return
+    message = (f"{recipe.model} with {recipe.parameters:,} parameters would store about "
+               f"{recipe.stored_bits / 8 / 1024:,.0f} KiB ({recipe.estimated_bpp():.2f} bpp), more than the raw video's "
+               f"{recipe.raw_bits / 8 / 1024:,.0f} KiB ({recipe.raw_bits / recipe.pixels:.1f} bpp)")
+    if not force:
+        raise NncError(message + ": choose a smaller --size, or --force to encode anyway")
+    log(f"nnc: warning: {message} (going on: --force)")
+
+
+def _stderr(text: str) -> None:
+    try:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        print(text, file=sys.stderr)
+
+
+class SchedulePlanner(TimeBudget):
+    """Calibrates, estimates and (with a budget) plans the recipe; see the module docstring."""
+
+    def __init__(self, recipe: Recipe, budget_seconds: float | None = None, *, dry_run: bool = False,
+                 log: Callable[[str], None] | None = _stderr, calibration_steps: int = CALIBRATION_STEPS):
+        super().__init__(math.inf if budget_seconds is None else budget_seconds)
+        self.recipe, self.budget, self.dry_run, self.log = recipe, budget_seconds, dry_run, log
+        self.calibration_steps = calibration_steps
+        self.scale: float | None = None  # planned epochs = requested x scale (None until calibrated)
+        self.seconds_per_step: float | None = None
+        self.steps_done = 0  # steps of runs that finished
+        self._first_step_seconds: float | None = None
+        self.line = ""  # the estimate line, once printed
+
+    # -- the loop's planning hooks --------------------------------------------------
+    def phase_epochs(self, phase: str, requested: int) -> int:
+        """Epochs of a run that is about to start (requested ones until the plan is made)."""
+        if self.scale is None or self.budget is None:
+            return requested
+        return max(1, round(requested * self.scale))
+
+    def revise_epochs(self, run: TrainingRun, epochs: int, requested: int) -> int:
+        """After each step: once calibrated, the current run's planned epochs."""
+        if self.scale is not None:
+            return epochs
+        if run.step == 1 and self._first_step_seconds is None:
+            self._first_step_seconds = run.seconds
+        timed = run.step - 1
+        # Calibrate after a few steps, or sooner when the run ends or slow steps would
+        # spend a tenth of the budget on calibration alone.
+        hurry = self.budget is not None and self.used(run) >= CALIBRATION_SHARE * self.budget
+        if timed < self.calibration_steps and run.step < run.total_steps and not hurry:
+            return epochs
+        if timed > 0 and self._first_step_seconds is not None:
+            self.seconds_per_step = max((run.seconds - self._first_step_seconds) / timed, 1e-6)
+        else:
+            self.seconds_per_step = max(run.seconds / max(run.step, 1), 1e-6)
+        self._make_plan(run)
+        return self.phase_epochs(run.phase, requested)
+
+    def _make_plan(self, run: TrainingRun) -> None:
+        per_step = self.seconds_per_step
+        total = self.recipe.steps
+        if self.budget is None:
+            self.scale = 1.0
+        else:
+            done = self.steps_done + run.step
+            available = self.budget * PLAN_FRACTION - self.used(run)
+            self.scale = max(done + max(available, 0.0) / per_step, 1.0) / max(total, 1)
+        plan = self.plan()
+        self.line = plan["text"]
+        if self.log is not None:
+            self.log(self.line)
+        if self.dry_run:
+            raise PlanOnly(plan)
+
+    def plan(self) -> dict:
+        """The plan as data and as the one estimate line."""
+        recipe = self.recipe
+        scale = self.scale if self.budget is not None and self.scale is not None else 1.0
+        epochs = {p.name: (max(1, round(p.epochs * scale)) if p.epochs > 0 else 0) for p in recipe.phases}
+        steps = sum(epochs[p.name] * p.steps_per_epoch * p.runs for p in recipe.phases)
+        seconds = steps * (self.seconds_per_step or 0.0)
+        phases_text = " + ".join(f"{name} {count}" for name, count in epochs.items() if count > 0)
+        runs = {p.name: p.runs for p in recipe.phases if p.runs > 1}
+        if runs:
+            phases_text += " (per group)"
+        text = (f"nnc: estimate: {recipe.model}, {recipe.parameters:,} parameters, {steps:,} steps "
+                f"(epochs: {phases_text}) at {self.seconds_per_step or 0:.3g} s/step: about {format_duration(seconds)}")
+        if self.budget is not None:
+            text += f" (planned to fit the {format_duration(self.budget)} time budget)"
+        elif seconds > LONG_RUN_SECONDS:
+            text += ("; to finish sooner: --time-budget 20m, fewer frames (--frames N), a smaller --size, "
+                     "or a GPU (--device cuda)")
+        bpp = recipe.estimated_bpp()
+        return {"model": recipe.model, "parameters": recipe.parameters, "epochs": epochs, "steps": steps,
+                "seconds_per_step": self.seconds_per_step, "estimated_seconds": seconds,
+                "time_budget": self.budget, "estimated_bpp": bpp,
+                "estimated_bytes": None if recipe.stored_bits is None else math.ceil(recipe.stored_bits / 8),
+                "raw_bytes": math.ceil(recipe.raw_bits / 8), "text": text}
+
+    # -- TimeBudget + checkpoint state -------------------------------------------------
+    def finish(self, run: TrainingRun) -> None:
+        super().finish(run)
+        self.steps_done += run.step
+
+    def state_dict(self) -> dict:
+        return dict(super().state_dict(), scale=self.scale, seconds_per_step=self.seconds_per_step,
+                    steps_done=self.steps_done)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.scale = None if state.get("scale") is None else float(state["scale"])
+        self.seconds_per_step = None if state.get("seconds_per_step") is None else float(state["seconds_per_step"])
+        self.steps_done = int(state.get("steps_done", 0))
+
+
+@dataclass
+class PlanReport:
+    """What a dry run returns instead of an EncodeReport (nothing was written)."""
+
+    plan: dict
+    settings: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        plan = self.plan
+        bpp = "n/a (rate-trained)" if plan["estimated_bpp"] is None else (
+            f"at most about {plan['estimated_bpp']:.3f} bpp ({plan['estimated_bytes']:,} bytes before entropy coding)")
+        epochs = ", ".join(f"{name} {count}" for name, count in plan["epochs"].items() if count > 0)
+        budget = "" if plan["time_budget"] is None else f", time budget {format_duration(plan['time_budget'])}"
+        return (f"dry run (nothing written): model {plan['model']}, {plan['parameters']:,} parameters, "
+                f"epochs {epochs} ({plan['steps']:,} steps){budget}, estimated training time "
+                f"{format_duration(plan['estimated_seconds'])}, estimated size {bpp}; raw video "
+                f"{plan['raw_bytes']:,} bytes")
+
+
+def make_planner(options, recipe: Recipe) -> SchedulePlanner:
+    """The planner a codec passes to each phase, from its options (``time_budget``,
+    ``dry_run``, ``force``, ``show_progress``); checks the file size first."""
+    log = _stderr if getattr(options, "show_progress", True) else None
+    check_file_size(recipe, bool(getattr(options, "force", False)), log or _stderr)
+    budget = getattr(options, "time_budget", None)
+    return SchedulePlanner(recipe, None if budget is None else parse_duration(budget),
+                           dry_run=bool(getattr(options, "dry_run", False)), log=log)
