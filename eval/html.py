@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import os
-import tempfile
 from pathlib import Path
+
+from ..fileio import write_atomically
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -171,9 +172,5 @@ def write_index(output: Path, *, settings, anchor, plans, rates, inputs, machine
     parts.append("</body></html>\n")
 
     target = output / "index.html"
-    handle, temp = tempfile.mkstemp(dir=output, prefix=".index.", suffix=".partial")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write("\n".join(parts))
-    os.chmod(temp, 0o644)
-    os.replace(temp, target)
+    write_atomically(target, "\n".join(parts).encode("utf-8"))
     return target

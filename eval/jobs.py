@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 from .. import __version__
 from ..errors import NncError
+from ..fileio import write_atomically
 from .baselines import ClassicalCodec, classical_codec
 
 SIZE_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
@@ -317,10 +318,7 @@ def load_cached(cache_dir: Path, job: dict) -> dict | None:
 def store_cached(cache_dir: Path, result: dict) -> None:
     """Write atomically: an interrupted sweep never leaves a half-written cache entry."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=cache_dir, prefix=".", suffix=".partial")
-    with os.fdopen(handle, "w") as file:
-        json.dump(result, file, indent=1, default=str)
-    os.replace(temp, cache_dir / f"{result['key']}.json")
+    write_atomically(cache_dir / f"{result['key']}.json", json.dumps(result, indent=1, default=str).encode())
 
 
 # -- running them ----------------------------------------------------------------------
