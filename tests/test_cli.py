@@ -201,7 +201,7 @@ def test_bad_inputs_to_encode_give_one_line_errors(tmp_path):
 def test_encode_raw_yuv_with_size_and_pix_fmt(tmp_path):
     write_video(tmp_path / "clip.yuv", synthetic_video(num_frames=4))
     result = run("encode", tmp_path / "clip.yuv", "-o", tmp_path / "clip.nnc", "--size", "128x64",
-                 "--pix-fmt", "yuv420p", "--fps", "30000/1001", "--size", "60k", "--epochs", "2", "--device", "cpu",
+                 "--pix-fmt", "yuv420p", "--fps", "30000/1001", "--size", "60k", "--epochs", "2", "--device", "cpu", "--force",
                  "--quiet")
     assert result.exit_code == 0, result.output
     media = read_bitstream_file(tmp_path / "clip.nnc").header["media"]
