@@ -164,7 +164,8 @@ def check_file_size(recipe: Recipe, force: bool, log: Callable[[str], None]) -> 
     # ~10-25% on trained weights): refuse only when it is clearly larger, warn near the line.
     if not force and recipe.stored_bits > REFUSE_ABOVE_RAW * recipe.raw_bits:
         raise NncError(message + ": choose a smaller --size, or --force to encode anyway")
-    log(f"nnc: warning: {message}" + (" (going on: --force)" if force else ""))
+    if not force:  # --force: the user has been told once and asked for it; stay quiet
+        log(f"nnc: warning: {message}")
 
 
 def _stderr(text: str) -> None:
