@@ -164,8 +164,7 @@ def check_file_size(recipe: Recipe, force: bool, log: Callable[[str], None]) -> 
     # ~10-25% on trained weights): refuse only when it is clearly larger, warn near the line.
     if not force and recipe.stored_bits > REFUSE_ABOVE_RAW * recipe.raw_bits:
         raise NncError(message + ": choose a smaller --size, or --force to encode anyway")
-    if not force:  # --force: the user has been told once and asked for it; stay quiet
-        log(f"nnc: warning: {message}")
+    log(f"nnc: warning: {message}")
 
 
 def _stderr(text: str) -> None:

@@ -252,7 +252,7 @@ def test_cli_encode_decode_info(model_name, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["encode", str(tmp_path / "clip.y4m"), "-o", str(tmp_path / "clip.nnc"),
                                   "--model", model_name, "--size", "150k", "--epochs", "3", "--lr", "5e-3",
-                                  "--prune", "0.5", "--finetune-epochs", "1", "--device", "cpu", "--quiet"],
+                                  "--prune", "0.5", "--finetune-epochs", "1", "--device", "cpu", "--quiet", "--force"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "PSNR" in result.output
@@ -275,7 +275,7 @@ def test_interrupted_finetune_resumes_to_the_same_file(tmp_path):
 
     video = synthetic_video(num_frames=4, height=32, width=64)
     options = NeRVOptions(size=1e5, epochs=3, lr=5e-3, prune=0.4, finetune_epochs=2, device="cpu",
-                            show_progress=False, checkpoint_interval=1e-9)
+                            show_progress=False, checkpoint_interval=1e-9, force=True)
     reference = encode_video(video, tmp_path / "reference.nnc", "nerv", options)
     output = tmp_path / "clip.nnc"
     original_loss, calls = training.reconstruction_loss, []

@@ -158,8 +158,9 @@ def test_bad_video_index_and_foreign_files(sets, tmp_path):
     with pytest.raises(NncError, match="holds 3 videos"):
         decode_file(path, tmp_path / "x.y4m", video_index=3)
     assert not (tmp_path / "x.y4m").exists()
+    # a valid single-video file (the checked-in HNeRV golden file): --video and append refuse it
     foreign = tmp_path / "hnerv.nnc"
-    foreign.write_bytes(encode_bitstream(Bitstream("hnerv", {"media": clip(2, 0).info.to_dict(), "model": {}}, [])))
+    shutil.copyfile(os.path.join(os.path.dirname(__file__), "data", "golden_hnerv.nnc"), foreign)
     with pytest.raises(NncError, match="applies to multi-video"):
         decode_file(foreign, tmp_path / "x.y4m", video_index=0)
     with pytest.raises(NncError, match="not a PFNR multi-video set"):
