@@ -13,7 +13,9 @@
   raise :class:`Terminated` (a KeyboardInterrupt, like Ctrl-C) instead of killing the
   process outright, so the cleanup that runs for Ctrl-C removes the partial output.
 - :func:`read_at_most`: reads a file, a FIFO or a device without ever holding more than
-  a stated number of bytes (``nnc info /dev/urandom`` must not read forever).
+  a stated number of bytes (``nnc info /dev/urandom`` must not read forever), from one
+  handle (a FIFO or stdin cannot be opened twice without losing what was read first).
+- :func:`human_size`: a byte count as messages show it (``512 B``, ``3.4 MiB``).
 
 This module sits below media, bitstream and codec and imports nothing from nnc but
 :mod:`nnc.errors`.
@@ -29,6 +31,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 from .errors import MediaError
 
@@ -323,30 +326,61 @@ def exclusive_lock(lock_path, busy: str):
 # --------------------------------------------------------------------------- bounded reads
 
 
-def read_at_most(path, max_bytes: int, error=MediaError, what: str = "file") -> bytes:
+def read_at_most(path, max_bytes: int, error=MediaError, what: str = "file", *,
+                 check_start: Callable[[bytes], None] | None = None, start_bytes: int = 0) -> bytes:
     """The whole content of ``path``, refusing (``error(message)``) beyond ``max_bytes``.
 
     Works for regular files (refused from their size, unread) and for FIFOs and devices
     such as /dev/urandom, which have no size: those are read in blocks and refused as
     soon as they exceed the bound, so memory stays bounded by ``max_bytes``.
+
+    ``check_start``, if given, is called with the first ``start_bytes`` bytes (fewer if
+    the input is shorter) before anything else is read and may raise to refuse a foreign
+    file at once.  Everything is read through one handle, so nothing a FIFO or a pipe
+    has delivered is lost between that check and the rest of the read.
     """
     name = os.fspath(path)
     try:
         with open(name, "rb") as handle:
+            blocks, total = [], 0
+            if check_start is not None:
+                start = handle.read(start_bytes)
+                check_start(start)
+                blocks.append(start)
+                total = len(start)
             info = os.fstat(handle.fileno())
             if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
-                raise error(f"{name} is {info.st_size} bytes, more than any {what} ({max_bytes} bytes)")
-            blocks, total = [], 0
-            while True:
+                raise error(f"{name} is {info.st_size} bytes ({human_size(info.st_size)}), more than any {what} "
+                            f"({max_bytes} bytes)")
+            while total <= max_bytes:
                 block = handle.read(min(READ_BLOCK_BYTES, max_bytes + 1 - total))
                 if not block:
                     break
                 blocks.append(block)
                 total += len(block)
-                if total > max_bytes:
-                    raise error(f"{name} holds more than {max_bytes} bytes, more than any {what}")
+            if total > max_bytes:
+                raise error(f"{name} holds more than {max_bytes} bytes ({human_size(max_bytes)}), more than any {what}")
     except IsADirectoryError:
         raise error(f"cannot read {name}: it is a folder") from None
     except OSError as exc:
         raise error(f"cannot read {name}: {_reason(exc)}") from None
     return b"".join(blocks)
+
+
+# --------------------------------------------------------------------------- messages
+
+_SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def human_size(count: int | float) -> str:
+    """``count`` bytes as people read it: ``0 B``, ``900 B``, ``1.5 KiB``, ``12.3 MiB``,
+    ``64.0 GiB`` (binary units, one decimal, the largest unit that keeps the number >= 1).
+    The one formatter for sizes in nnc's messages, so no message says "about 0.0 GiB"."""
+    value = float(count)
+    if abs(round(value)) < 1024:
+        return f"{value:.0f} B"
+    for unit in _SIZE_UNITS:
+        value /= 1024
+        if abs(round(value, 1)) < 1024 or unit == _SIZE_UNITS[-1]:  # never "1024.0 KiB"
+            return f"{value:.1f} {unit}"
+    raise AssertionError("not reached")

@@ -565,21 +565,19 @@ def write_file_atomically(path: str | os.PathLike, data: bytes) -> int:
 def read_bitstream_bytes(path: str | os.PathLike) -> bytes:
     """A .nnc file's bytes, read with a bound: at most MAX_FILE_BYTES, also from FIFOs
     and devices, which have no size (``nnc info /dev/urandom`` stops at once).  A file
-    that does not start with the magic bytes is refused after reading 8 bytes."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as handle:
-            start = handle.read(len(MAGIC))
-    except IsADirectoryError:
-        raise InvalidBitstreamError(f"cannot read {name}: it is a folder") from None
-    except OSError as exc:
-        raise InvalidBitstreamError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if start != MAGIC:
-        # A foreign file (say a video passed by mistake) fails fast, unread; a FIFO
-        # loses these bytes, but it was not an .nnc file anyway.
-        decode_bitstream(start)
-        raise InvalidBitstreamError("wrong magic bytes (not an .nnc file)")  # not reached
-    return read_at_most(name, MAX_FILE_BYTES, InvalidBitstreamError, "valid .nnc file")
+    that does not start with the magic bytes is refused after reading 8 bytes.  The file
+    is opened once: a FIFO or a pipe delivers its bytes once, so sniffing through a first
+    handle would lose them (or wait forever for a second writer)."""
+
+    def check_magic(start: bytes) -> None:
+        if start != MAGIC:
+            # A foreign file (say a video passed by mistake) fails fast, unread; the
+            # framing's own check words the error (truncated or wrong magic).
+            decode_bitstream(start)
+            raise InvalidBitstreamError("wrong magic bytes (not an .nnc file)")  # not reached
+
+    return read_at_most(path, MAX_FILE_BYTES, InvalidBitstreamError, "valid .nnc file",
+                        check_start=check_magic, start_bytes=len(MAGIC))
 
 
 def read_bitstream_file(path: str | os.PathLike) -> Bitstream:

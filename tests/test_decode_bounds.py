@@ -21,6 +21,7 @@ from nnc.cli.main import main
 from nnc.codec.files import decode_file, describe
 from nnc.codec.header import check_header
 from nnc.errors import InvalidBitstreamError, MediaError
+from nnc.fileio import human_size
 from nnc.media.limits import DEFAULT_MAX_PIXELS
 
 DATA = Path(__file__).parent / "data"
@@ -85,6 +86,21 @@ def test_the_bounds_are_options_with_sane_defaults(tmp_path):
     assert 3840 * 2160 <= DEFAULT_MAX_PIXELS < 7680 * 4320
     result = run("decode", "--help")
     assert "--max-pixels" in result.output and "--max-output-bytes" in result.output
+
+
+@pytest.mark.parametrize("count, text", [(0, "0 B"), (1000, "1000 B"), (1024, "1.0 KiB"), (12312, "12.0 KiB"),
+                                         ((1 << 20) - 1, "1.0 MiB"), (5 << 30, "5.0 GiB"), (64 << 30, "64.0 GiB")])
+def test_human_size(count, text):
+    assert human_size(count) == text
+
+
+def test_small_outputs_are_not_about_0_gib(tmp_path):
+    """The output-size message speaks in the size's own unit (it said "about 0.0 GiB")."""
+    with pytest.raises(MediaError) as caught:  # 4 frames of 64x32 yuv420p Y4M: 4 x 3078 bytes
+        decode_file(DATA / "golden_hnerv.nnc", tmp_path / "out.y4m", max_output_bytes=1000)
+    message = str(caught.value)
+    assert "about 12.0 KiB, above the limit of 1000 B: pass --max-output-bytes 12312" in message, message
+    assert "GiB" not in message
 
 
 def test_pfnr_member_and_clc_image_are_bounded_too(tmp_path):

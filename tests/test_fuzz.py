@@ -18,7 +18,10 @@ def seeds():
     # One clip per codec keeps this short; the campaign (tools/fuzz_decoder.py) uses all.
     built, errors = fuzz.build_seeds(0, clips=fuzz.SEED_CLIPS[:1])
     assert not errors  # every registered codec can be fuzzed
-    assert "hnerv" in {s["codec"] for s in built}
+    from nnc.codec.registry import available_codecs
+
+    assert {s["codec"] for s in built} == set(available_codecs())  # CLC and PFNR included
+    assert any(s["clip"].startswith("2 videos") for s in built)  # a PFNR set of two videos
     return built
 
 
@@ -34,7 +37,8 @@ def test_short_campaign_finds_nothing(seeds):
     record = fuzz.run_campaign(240, seed=0, seeds=seeds, time_limit=60.0, kill_after=120.0)
     assert record["inputs_tried"] == 240 == record["summary"]["cases"]
     assert record["failures"] == [], json.dumps(record["failures"], indent=1)
-    assert record["outcomes_by_mutation"].get("quant")  # the quantization-parameter edits ran
+    for structural in ("quant", "header_tree", "entropy", "tensors", "chunks", "field"):
+        assert record["outcomes_by_mutation"].get(structural), structural  # each structural edit ran
     # Both ends are exercised: inputs that still decode, inputs that are refused.
     assert record["outcomes"].get("decoded", 0) > 5
     assert record["outcomes"].get("rejected", 0) > 40
@@ -50,7 +54,7 @@ def test_harness_reports_unbounded_allocation_and_slowness(seeds):
     assert failure["mutation"] == "allocate 8 GiB" and failure["problem"] == "crash"
     assert "MemoryError" in failure["error"]
 
-    record = fuzz.run_campaign(0, seeds=seeds, target="_sleep", time_limit=0.2, kill_after=3,
+    record = fuzz.run_campaign(0, seeds=seeds, target="_spin", time_limit=0.2, kill_after=3,
                                inputs=[(b"\x01", "1 ms"), ((400).to_bytes(2, "little"), "400 ms"),
                                        ((60000).to_bytes(2, "little"), "60 s")])
     problems = {f["mutation"]: f["problem"] for f in record["failures"]}

@@ -2,8 +2,9 @@
 are not regular files, interrupted writes, failed writes, unbounded reads.
 
 Everything runs on tiny synthetic data.  The full-disk and read-only cases mount a
-small tmpfs (root only); where mounting is not allowed they simulate the error and say
-so in the skip/test name.
+small tmpfs where that is allowed (root with CAP_SYS_ADMIN); without it, a full disk is
+an encode under RLIMIT_FSIZE (EFBIG instead of ENOSPC, same code path) or a patched
+write, and a read-only folder is one without write permission (skipped for root).
 """
 
 from __future__ import annotations
@@ -574,7 +575,50 @@ def test_an_interrupted_append_reports_what_is_true(tmp_path, monkeypatch, writt
     assert result.stderr.count("\n") == 1 and not files.lock_path_for(set_file).exists()
 
 
-def test_a_terminated_decode_exits_128_plus_signum_and_leaves_nothing(tmp_path):
+_APPEND_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from nnc.codec import video_set_api
+    from nnc.cli.main import main
+
+    when, set_path, clip = sys.argv[1:4]
+    real_write = video_set_api.write_file_atomically
+
+    def write_then_signal(path, data):  # SIGTERM just before or just after the set is replaced
+        if when == "after":
+            real_write(path, data)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises here
+        real_write(path, data)
+
+    video_set_api.write_file_atomically = write_then_signal
+    main(["append", set_path, clip, "--epochs", "1"], prog_name="nnc")  # with the progress bar
+    """
+)
+
+
+def test_a_real_sigterm_after_the_append_wrote_the_set_reports_the_append(tmp_path):
+    """The real signal path (interrupt_on_termination, the progress bar, atexit), not a
+    raised exception (test_an_interrupted_append_reports_what_is_true covers both
+    outcomes that way): the one line says the set holds the new video, and no
+    "--resume" advice or tqdm traceback follows."""
+    golden = (DATA / "golden_pfnr_fso3.nnc").read_bytes()
+    set_file = _write(tmp_path / "set.nnc", golden)
+    clip = _clip(tmp_path / "clip.y4m", 36, 64)
+    result = subprocess.run([sys.executable, "-c", _APPEND_CHILD, "after", str(set_file), str(clip)],
+                            capture_output=True, text=True, cwd=REPO_PARENT, timeout=600)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert "Traceback" not in result.stderr and "--resume" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"nnc: interrupted after {clip} was appended to {set_file} as video 2"), result.stderr
+    appended = set_file.read_bytes()
+    assert len(appended) > len(golden) and appended.startswith(golden[:10])
+    assert leftovers(tmp_path) == [] and not (tmp_path / "set.nnc.lock").exists()
+
+
+@pytest.mark.parametrize("signum, name, format_", [(signal.SIGTERM, "out.y4m", "y4m"), (signal.SIGHUP, "frames", "png")],
+                         ids=["SIGTERM-y4m", "SIGHUP-png-folder"])
+def test_a_terminated_decode_exits_128_plus_signum_and_leaves_nothing(tmp_path, signum, name, format_):
     from nnc.bitstream import Chunk, join_chunks, read_bitstream_file, split_chunks
     import json, zlib
 
@@ -585,17 +629,214 @@ def test_a_terminated_decode_exits_128_plus_signum_and_leaves_nothing(tmp_path):
     chunks = split_chunks((DATA / "golden_pfnr_fso3.nnc").read_bytes())
     text = json.dumps({"codec": "pfnr", "header": header}).encode()
     long = _write(tmp_path / "long.nnc", join_chunks([Chunk(b"HEAD", zlib.compress(text))] + chunks[1:]))
-    out = tmp_path / "out.y4m"
-    process = subprocess.Popen([sys.executable, "-m", "nnc.cli.main", "decode", str(long), "--video", "0", "-o", str(out)],
-                               stderr=subprocess.PIPE, text=True, cwd=REPO_PARENT)
+    out = tmp_path / name
+    process = subprocess.Popen([sys.executable, "-m", "nnc.cli.main", "decode", str(long), "--video", "0", "-o", str(out),
+                                "--format", format_],
+                               stderr=subprocess.PIPE, text=True, cwd=REPO_PARENT,
+                               # nohup'd test runs hand SIGHUP down ignored; the command must see a terminal's
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     deadline = time.monotonic() + 240
-    while not [p for p in tmp_path.iterdir() if p.name.startswith(".out.y4m")]:  # the partial output
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(f".{name}")]:  # the partial output
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.3)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert process.returncode == 128 + signum, stderr
     assert stderr.strip().startswith("nnc: decode interrupted") and "Traceback" not in stderr
+    assert stderr.count("\n") == 1, stderr
     assert leftovers(tmp_path) == [] and not out.exists()
+
+
+# --------------------------------------------------------------------------- inputs that are streams
+
+
+def _nnc_process(*args, max_file_bytes: int | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """``nnc ARGS`` in a fresh process (optionally with a smaller largest .nnc file, so an
+    endless stream is refused after 1 MiB instead of 256 MiB); a hang is a test failure."""
+    code = ("import sys; import nnc.bitstream.container as container; "
+            + (f"container.MAX_FILE_BYTES = {max_file_bytes}; " if max_file_bytes else "")
+            + "from nnc.cli.main import main; main(sys.argv[1:], prog_name='nnc')")
+    kwargs.setdefault("timeout", 120)
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, cwd=REPO_PARENT,
+                          **kwargs)
+
+
+class _Feeder(threading.Thread):
+    """Writes ``data`` into a FIFO, then (``endless``) random bytes until the reader goes
+    away; counts what the reader was given."""
+
+    def __init__(self, fifo: Path, data: bytes, endless: bool = False):
+        super().__init__(daemon=True)
+        self.fifo, self.data, self.endless, self.written = fifo, data, endless, 0
+        self.start()
+
+    def run(self):
+        try:
+            with open(self.fifo, "wb", buffering=0) as handle:
+                self.written += handle.write(self.data)
+                while self.endless:
+                    self.written += handle.write(os.urandom(65536))
+        except OSError:  # BrokenPipeError: the reader refused the stream and closed it
+            pass
+
+
+def test_info_and_decode_read_a_fifo_from_one_handle(tmp_path):
+    """A FIFO delivers its bytes once: a reader that opened it twice (to sniff the magic,
+    then to read) lost the first bytes, then waited forever for a second writer."""
+    golden = (DATA / "golden_hnerv.nnc").read_bytes()
+    fifo = tmp_path / "in.nnc"
+    os.mkfifo(fifo)
+    feeder = _Feeder(fifo, golden)
+    result = _nnc_process("info", fifo, "--json")
+    feeder.join(10)
+    assert result.returncode == 0, result.stderr.decode()
+    import json
+    assert json.loads(result.stdout)["file_bytes"] == len(golden) == feeder.written
+
+    feeder = _Feeder(fifo, golden)
+    out = tmp_path / "out.y4m"
+    result = _nnc_process("decode", fifo, "-o", out)
+    feeder.join(10)
+    assert result.returncode == 0, result.stderr.decode()
+    assert read_video(out).info.num_frames == 4
+    assert leftovers(tmp_path) == []
+
+
+def test_decode_reads_a_pipe_on_stdin(tmp_path):
+    """``nnc decode /dev/stdin`` under a pipe: /dev/stdin opened twice would start the
+    second read after the 8 bytes the first one consumed."""
+    golden = (DATA / "golden_hnerv.nnc").read_bytes()
+    out = tmp_path / "out.y4m"
+    result = _nnc_process("decode", "/dev/stdin", "-o", out, input=golden)
+    assert result.returncode == 0, result.stderr.decode()
+    assert read_video(out).info.num_frames == 4
+
+
+def test_info_and_decode_bound_what_they_read_from_an_endless_stream(tmp_path):
+    """A FIFO that starts like an .nnc file and never ends (random bytes after the magic,
+    as /dev/urandom would be if it started with it): both commands stop with one line once
+    the stream passes the largest .nnc file (1 MiB here), having read no more than that."""
+    import fcntl
+
+    bound = 1 << 20
+    fifo = tmp_path / "endless.nnc"
+    os.mkfifo(fifo)
+    for command in (["info", fifo], ["decode", fifo, "-o", tmp_path / "out.y4m"]):
+        feeder = _Feeder(fifo, container.MAGIC + b"\x01\x00", endless=True)
+        result = _nnc_process(*command, max_file_bytes=bound, timeout=120)
+        feeder.join(10)
+        assert not feeder.is_alive()  # the reader closed the stream
+        stderr = result.stderr.decode()
+        assert result.returncode == 3 and stderr.count("\n") == 1, stderr
+        assert stderr.startswith("nnc: not a valid .nnc file") and f"more than {bound} bytes" in stderr, stderr
+        descriptor = os.open(fifo, os.O_RDWR)  # O_RDWR: opening does not wait for a writer
+        pipe_bytes = fcntl.fcntl(descriptor, fcntl.F_GETPIPE_SZ)
+        os.close(descriptor)
+        # read: at most bound + 1 bytes; in flight: a full pipe and the feeder's last block
+        assert feeder.written <= bound + 1 + pipe_bytes + 65536, feeder.written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["endless.nnc"]
+
+
+def test_info_and_decode_of_dev_urandom_stop_at_once(tmp_path):
+    for command in (["info", "/dev/urandom"], ["decode", "/dev/urandom", "-o", tmp_path / "out.y4m"]):
+        started = time.monotonic()
+        result = _cli(*command)
+        assert time.monotonic() - started < 10
+        assert result.exit_code == 3 and result.stderr.count("\n") == 1, result.output
+        assert "not an .nnc file" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the issue's list, end to end
+
+
+def test_full_disk_during_encode_is_one_line_and_keeps_the_old_output(tmp_path):
+    """``nnc encode`` whose output cannot be written in full.  A small tmpfs needs
+    privileges, so the encode runs under RLIMIT_FSIZE (4 KiB per file): the write of the
+    ~40 KB .nnc fails part-way (EFBIG, "File too large"), through the same code path as
+    ENOSPC (test_full_disk_is_one_line_and_keeps_the_old_output covers ENOSPC itself
+    where a tmpfs can be mounted)."""
+    import resource
+
+    clip = _clip(tmp_path / "clip.y4m")
+    out = tmp_path / "out.nnc"
+    out.write_bytes(b"old output")
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "nnc.cli.main", "encode", clip, "-o", out, "--size", "40k", "--epochs", "1",
+         "--force", "--quiet", "--checkpoint-interval", "0"],
+        capture_output=True, text=True, cwd=REPO_PARENT, timeout=600, preexec_fn=limit_file_size)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("nnc: warning: ")]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"nnc: cannot write {out}: File too large"), result.stderr
+    assert out.read_bytes() == b"old output"
+    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.y4m", "out.nnc"]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder no process can write into: a tmpfs remounted read-only where mounting is
+    allowed (EROFS, as the issue saw it), else a folder without write permission (EACCES;
+    root ignores permissions, so then the test is skipped)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    try:
+        (folder / "out.png").write_bytes(b"old image")
+        if mounted.returncode == 0:
+            if subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True).returncode != 0:
+                pytest.skip("cannot remount the tmpfs read-only")
+        else:
+            folder.chmod(0o555)
+            try:
+                (folder / ".probe").write_bytes(b"")
+            except PermissionError:
+                pass
+            else:
+                pytest.skip("no tmpfs mount and the folder permissions do not bind this user (root)")
+        yield folder
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", ["out.png", "new.png", "out.y4m"])
+def test_clc_decode_into_a_read_only_folder_is_one_line(read_only_folder, name):
+    result = _cli("decode", DATA / "golden_clc_v1.nnc", "-o", read_only_folder / name)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("nnc: cannot write ") and str(read_only_folder) in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "internal error" not in result.stderr, result.stderr
+    assert (read_only_folder / "out.png").read_bytes() == b"old image"
+    assert sorted(p.name for p in read_only_folder.iterdir()) == ["out.png"]
+
+
+@pytest.mark.parametrize("channels", ["rgb48be", "rgba64be"])
+def test_16_bit_rgb_png_is_refused_by_clc_as_the_readme_says(tmp_path, channels):
+    """Pillow opens a 16-bit RGB PNG as 8-bit "RGB"; the README promises a refusal
+    (`nnc: X: 16-bit images (RGB) are not supported ...`), not a silent conversion."""
+    values = np.random.default_rng(0).integers(0, 65536, (64, 64, 4 if channels.startswith("rgba") else 3))
+    frame = av.VideoFrame.from_ndarray(values.astype(np.uint16), format=channels.replace("be", "le"))
+    png = tmp_path / "deep.png"
+    with av.open(str(png), "w", format="image2") as container_out:
+        stream = container_out.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = 64, 64, channels
+        for packet in stream.encode(frame.reformat(format=channels)):
+            container_out.mux(packet)
+        for packet in stream.encode():
+            container_out.mux(packet)
+    assert png.read_bytes()[24] == 16  # the PNG header's bit depth: really 16-bit
+    result = _cli("encode", png, "--model", "clc", "-o", tmp_path / "deep.nnc")
+    assert result.exit_code == 2, result.output
+    mode = "RGBA" if channels.startswith("rgba") else "RGB"
+    assert result.stderr == (f"nnc: {png}: 16-bit images ({mode}) are not supported (the image codec is 8-bit); "
+                             "convert to 8-bit RGB\n")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "16-bit images (RGB) are not supported (the image codec is 8-bit); convert to 8-bit RGB" in readme
+    assert not (tmp_path / "deep.nnc").exists()

@@ -5,21 +5,26 @@
 A tool, not part of the installed package: it imports nnc like any user of it, and
 cuts files into chunks only through :mod:`nnc.bitstream.chunks`.
 
-For every registered codec it encodes a tiny synthetic clip (a tiny model, one epoch)
+For every registered codec (CLC and the PFNR sets included: one-video sets and a
+two-video set) it encodes tiny synthetic clips (a tiny model, one epoch of each phase)
 into valid ``.nnc`` bytes, then feeds mutated copies of them to exactly what
-``nnc decode`` runs: :func:`nnc.bitstream.decode_bitstream`, then
-:func:`nnc.codec.video_api.decode_frames` consumed to the end, on the CPU.
+``nnc decode`` and ``nnc info`` run (:func:`decode_all`), on the CPU, under an output
+bound of 128 KiB (``--max-output-bytes``; see KNOWN_LIMITS for why).
 
 Mutations range from blind (truncation, bit flips, byte runs) to structural, with the
 chunk CRC recomputed so that the inner parsers and the codec's own checks are reached:
 inflated varints (tensor counts, dimensions, stream lengths), wrong versions, chunks
-dropped, duplicated or reordered, header JSON edits (absurd media sizes and frame
-counts, model config values, wrong types), and tensor edits re-encoded through the
-container (shapes that disagree with the config, renamed or missing tensors, raw
-byte strings cut short or replaced, consistent re-sizings that must decode).
+dropped, duplicated, reordered or spliced from another seed, header JSON edits (absurd
+media sizes and frame counts, model config values, wrong types; any field of any
+codec's header found by walking it: CLC's frame records, PFNR's per-video records),
+tensor metadata edits re-encoded through the container (shapes that disagree with the
+config, bits, quantization axis, offsets and scales, renamed or missing tensors, raw
+byte strings cut short or replaced, consistent re-sizings that must decode), and
+entropy-model parameters re-encoded validly (kind, mean, scale, symbol range, table).
 
 An input passes when it decodes, or is refused with an :class:`~nnc.errors.NncError`
-(in practice InvalidBitstreamError), within ``--time-limit`` seconds (1 s) and without
+(in practice InvalidBitstreamError), within ``--time-limit`` seconds of CPU time (1 s;
+CPU time, so that a loaded machine does not turn into failures) and without
 allocating more than ``--memory-mib`` (1024 MiB) of address space beyond the warmed-up
 decoder.  Inputs run in worker processes (one torch thread each) under
 ``RLIMIT_AS``: an allocation sized by an unchecked field fails there as
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -45,6 +51,7 @@ import sys
 import time
 import traceback
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -62,6 +69,12 @@ MIB = 1 << 20
 DEFAULT_TIME_LIMIT = 1.0
 DEFAULT_MEMORY_MIB = 1024
 DEFAULT_KILL_AFTER = 30.0
+# The output bound every fuzzed decode runs under (nnc decode --max-output-bytes): 128 KiB
+# of Y4M, ~55 frames of the 48x32 seed clip, 20x the largest seed's output.  A decoder's
+# legitimate work follows the frames it is asked for (see KNOWN_LIMITS); under this
+# bound it stays well inside the time limit, and header edits that ask for more frames
+# test the bound's check instead.
+FUZZ_MAX_OUTPUT_BYTES = 128 << 10
 CHUNK_LENGTH_OFFSET = 4  # a chunk's u32 length follows its 4-byte tag (FORMAT.md 2.1)
 
 
@@ -70,9 +83,13 @@ KNOWN_LIMITS = (
     "Decode time grows with the coded symbols a group declares; the format caps them at 128 per byte of the "
     "group's rANS stream plus 65536 (FORMAT.md section 4), so a crafted file's decode time follows its size "
     "(about 0.2 s per 10 KB of stream at worst on a 2-core CPU). "
-    "NeRV and NeRV++ decode one frame per frame index, and nothing in the file but the header's num_frames "
-    "(at most 10**6) says how many: a header edit alone makes the decode that much longer, as a real "
-    "video of that many frames would. "
+    "NeRV, NeRV++ and PFNR render one frame per frame index, and nothing in the file but the header's "
+    "num_frames (at most 10**6) says how many: a header edit alone makes the decode that much longer, as a "
+    "real video of that many frames would (a 35 KB NeRV file asking for 65,535 frames of 48x32 decodes for "
+    "about a minute; NeRV++ renders about 130 such frames per CPU second). nnc decode bounds this by the "
+    "output it would write (--max-output-bytes, 64 GiB by default); the campaign decodes under "
+    "--max-output-bytes 131072 (FUZZ_MAX_OUTPUT_BYTES), so such files are refused by that same check "
+    "and every decode that passes it is short. "
     "NIRVANA networks render from coordinates, so the file's size does not bound the frame size: its config "
     "names the patch grid (checked against the media size, at most 2**29 feature elements per pass), and "
     "a consistent edit of both makes the decode as long as a real video of that size would."
@@ -131,7 +148,10 @@ def _compress_smallest(codec_class, name: str, video):
     (options a codec does not have, such as a model size for CLC, are left out)."""
     known = codec_class.Options.fields()
     # force: seed files are tiny on purpose, larger than their raw clip
-    quick = dict(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0, force=True)
+    # One epoch of every phase: NeRV's default pruning fine-tune alone (100 epochs) made
+    # its seed cost minutes.  Pruning stays on, so the masks are in the seed files.
+    quick = dict(epochs=1, finetune_epochs=1, qat_epochs=1, batch_size=1, show_progress=False, device="cpu",
+                 checkpoint_interval=0, force=True)
     quick = {key: value for key, value in quick.items() if key in known}
     sizes = _seed_sizes(name, video) if "size" in known else [None]
     error = None
@@ -151,6 +171,7 @@ def build_seeds(seed: int = 0, *, codecs: list[str] | None = None,
     import torch
 
     from nnc.bitstream import Bitstream, encode_bitstream
+    from nnc.codec.base import CodecKind
     from nnc.codec.registry import available_codecs, get_codec
 
     seeds, errors = [], []
@@ -167,7 +188,45 @@ def build_seeds(seed: int = 0, *, codecs: list[str] | None = None,
             data = encode_bitstream(Bitstream(codec=name, header=header, groups=compressed.groups))
             seeds.append({"codec": name, "clip": f"{clip.width}x{clip.height}x{clip.frames} {clip.pix_fmt}",
                           "bytes": data})
+        if get_codec(name).kind == CodecKind.VIDEO_SET and clips:
+            try:  # a set of two videos: sessions that build on each other, one group per video
+                seeds.append(_two_video_set(name, clips[0], seed))
+            except Exception as error:
+                errors.append(f"{name} two-video set: {type(error).__name__}: {error}")
     return seeds, errors
+
+
+def _two_video_set(name: str, clip: SeedClip, seed: int) -> dict:
+    """A set file of two different videos of ``clip``'s size (written by the set API,
+    as ``nnc encode A B --model pfnr`` writes it)."""
+    import tempfile
+
+    import torch
+
+    from nnc.codec.registry import get_codec
+    from nnc.codec.video_set_api import encode_video_set
+
+    codec_class = get_codec(name)
+    known = codec_class.Options.fields()
+    quick = dict(epochs=1, batch_size=1, show_progress=False, device="cpu", checkpoint_interval=0)
+    quick = {k: v for k, v in quick.items() if k in known}
+    videos = [(f"video{i}", _synthetic_video(clip, seed + 100 + i)) for i in range(2)]
+    error = None
+    for size in _seed_sizes(name, videos[0][1]) if "size" in known else [None]:  # the smallest accepted
+        torch.manual_seed(seed)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "set.nnc"
+            try:
+                encode_video_set(videos, path, codec_class.make_options(**quick, size=size))
+            except NncError as refused:
+                error = refused
+                continue
+            data = path.read_bytes()
+            break
+    else:
+        raise error
+    return {"codec": name, "clip": f"2 videos of {clip.width}x{clip.height}x{clip.frames} {clip.pix_fmt}",
+            "bytes": data}
 
 
 # --------------------------------------------------------------------------- chunk helpers
@@ -436,6 +495,36 @@ def m_header(rng, data, seeds):
     return _with_header(data, edit), what
 
 
+_MODEL_CHOICES: dict = {}
+_MODEL_CHOICES_KEPT = 50_000
+
+
+@contextmanager
+def _memoized_model_choice():
+    """Re-encoding a file re-fits the entropy model of every tensor, most of them
+    unchanged (0.4 s a case, 80% of the campaign's time): remember each choice by the
+    symbols' content.  :func:`nnc.bitstream.entropy.choose_model` is deterministic, so
+    the bytes written are the same."""
+    from nnc.bitstream import entropy
+
+    choose = entropy.choose_model
+
+    def remembered(symbols):
+        array = np.ascontiguousarray(symbols)
+        key = (array.dtype.str, array.shape, hashlib.blake2b(array.view(np.uint8), digest_size=16).digest())
+        if key not in _MODEL_CHOICES:
+            if len(_MODEL_CHOICES) >= _MODEL_CHOICES_KEPT:
+                _MODEL_CHOICES.clear()
+            _MODEL_CHOICES[key] = choose(symbols)
+        return _MODEL_CHOICES[key]
+
+    entropy.choose_model = remembered
+    try:
+        yield
+    finally:
+        entropy.choose_model = choose
+
+
 def _retensor(data, edit):
     """Decode a valid file, edit its Bitstream object, re-encode (CRCs, models valid)."""
     from nnc.bitstream import decode_bitstream, encode_bitstream
@@ -446,7 +535,8 @@ def _retensor(data, edit):
         raise Skip from error
     try:
         edit(bitstream)
-        return encode_bitstream(bitstream)
+        with _memoized_model_choice():
+            return encode_bitstream(bitstream)
     except (ValueError, TypeError, KeyError, IndexError) as error:  # the encoder refuses: not applicable
         raise Skip from error
 
@@ -558,6 +648,138 @@ def m_quant(rng, data, seeds):
     return _retensor(data, edit), f"quant {op}"
 
 
+def _header_paths(node, path=()):
+    """Every node under the header JSON (dict keys and list items), as key paths."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return
+    for key, value in items:
+        yield path + (key,)
+        yield from _header_paths(value, path + (key,))
+
+
+def _nearby_values(rng, value):
+    """Values a careless or hostile writer might put where ``value`` was."""
+    if isinstance(value, bool) or value is None:
+        return [not value, 0, 1, "true", None, []]
+    if isinstance(value, (int, float)):
+        return [value + 1, value - 1, value * 2, -value, 0, value // 2 if isinstance(value, int) else value / 2,
+                float(value) + 0.5, str(value), 2**31, 2**53 + 1, 10**6, 1e308, [value]]
+    if isinstance(value, str):
+        return ["", value.upper(), value + "x", value[:-1], 0, [value], "\udcff"]
+    if isinstance(value, list):
+        return [[], value[:-1], value + value[-1:], value[::-1], value * 3, {"0": value[:1]}, len(value)]
+    return [{}, [], {k: v for k, v in list(value.items())[:-1]}, dict(value, extra=1), "x"]
+
+
+def m_header_tree(rng, data, seeds):
+    """Any field of any codec's header, found by walking its JSON (media, model config,
+    CLC's frame records, PFNR's per-video records, NIRVANA's chains...): set to a nearby
+    or absurd value, deleted, or an item of a list duplicated or dropped (zlib, CRC valid)."""
+    described = []
+
+    def edit(doc):
+        header = doc["header"]
+        paths = list(_header_paths(header))
+        if not paths:
+            raise KeyError("empty header")
+        # the model's own structure is what differs between codecs: weight it up
+        model_paths = [path for path in paths if path[0] == "model"]
+        path = rng.choice(model_paths if model_paths and rng.random() < 0.7 else paths)
+        parent = header
+        for key in path[:-1]:
+            parent = parent[key]
+        key, value = path[-1], parent[path[-1]]
+        op = rng.choice(["nearby", "nearby", "absurd", "delete"])
+        if op == "delete":
+            del parent[key]
+        else:
+            parent[key] = rng.choice(_nearby_values(rng, value) if op == "nearby" else JSON_VALUES)
+        described.append(f"{'.'.join(map(str, path))} {op}" + ("" if op == "delete" else f" = {parent[key]!r}"[:80]))
+
+    data = _with_header(data, edit)
+    return data, f"header field {described[0]}"
+
+
+def _histogram_table(rng, size: int, precision: int, peaked: bool) -> np.ndarray:
+    """A valid histogram table: >= 0, two or more symbols, summing to 2**precision."""
+    total = 1 << precision
+    if not 2 <= size <= total:
+        raise Skip
+    table = np.ones(size, np.int64)
+    if peaked:  # one symbol takes nearly everything: the others cost ~16 bits each
+        table[rng.randrange(size)] += total - size
+    else:
+        table += np.random.default_rng(rng.randrange(2**32)).multinomial(total - size, np.full(size, 1 / size))
+    return table
+
+
+def m_entropy(rng, data, seeds):
+    """An entropy model's parameters edited and re-encoded validly (CRC fixed): another
+    kind over the same symbols, extreme means and scales, a shifted or resized symbol
+    range, a peaked or reshuffled histogram, a coded tensor declared constant.  The rANS
+    stream is unchanged, so it now decodes under the wrong model."""
+    from nnc.bitstream import entropy
+
+    version, chunks = split_file(data)
+    groups = [i for i, (tag, _) in enumerate(chunks) if tag == TAG_GROUP]
+    if not groups:
+        raise Skip
+    i = rng.choice(groups)
+    payload = chunks[i][1]
+    try:
+        fields = [f for f in group_fields(payload) if f[2] == "model"]
+    except (NncError, IndexError) as error:
+        raise Skip from error
+    if not fields:
+        raise Skip  # a group of raw byte strings only (CLC)
+    start, end, _, what = rng.choice(fields)
+    try:
+        model = entropy.read_model(entropy.ByteReader(payload[start:end], "model"), "model",
+                                   entropy.MIN_SYMBOL, entropy.MAX_SYMBOL)
+    except NncError as error:
+        raise Skip from error
+    op = rng.choice(["kind", "mean", "scale", "low", "size", "table", "constant"])
+    kind, low, size = model.kind, model.low, max(model.size, 2)
+    mean, scale, precision, table = model.mean, model.scale or 1.0, model.precision or 12, model.table
+    if op == "kind":
+        kind = rng.choice([k for k in entropy.MODEL_KINDS if k not in (model.kind, "constant")])
+    elif op == "mean":
+        kind = kind if kind in entropy.PARAMETRIC_KINDS else rng.choice(entropy.PARAMETRIC_KINDS)
+        mean = rng.choice([0.0, float(low), float(low + size - 1), entropy.MAX_MODEL_ABS_MEAN,
+                           -entropy.MAX_MODEL_ABS_MEAN, 1e9])
+    elif op == "scale":
+        kind = kind if kind in entropy.PARAMETRIC_KINDS else rng.choice(entropy.PARAMETRIC_KINDS)
+        scale = rng.choice([entropy.MIN_MODEL_SCALE, entropy.MAX_MODEL_SCALE, 1e-2, 1e6])
+    elif op == "low":
+        low = rng.choice([low - 1, low + 1, low - size, low + size, 0, entropy.MIN_SYMBOL])
+    elif op == "size":
+        size = rng.choice([size - 1, size + 1, 2, size * 2, entropy.MAX_ALPHABET_SIZE])
+    elif op == "table":
+        kind = "histogram"
+        precision = rng.choice([precision, 1, 8, 16])
+    else:
+        kind = "constant"
+    if kind == "histogram" and (op in ("kind", "size", "table") or table is None or len(table) != size):
+        table = _histogram_table(rng, max(2, size), precision, rng.random() < 0.5)
+        size = len(table)
+    if kind not in entropy.PARAMETRIC_KINDS:
+        mean = scale = 0.0
+    edited = entropy.EntropyModel(kind, low, 1 if kind == "constant" else max(2, size), mean=mean, scale=scale,
+                                  precision=precision if kind == "histogram" else 0,
+                                  table=table if kind == "histogram" else None)
+    writer = entropy.ByteWriter()
+    try:
+        entropy.write_model(writer, edited)
+    except (ValueError, OverflowError, IndexError) as error:
+        raise Skip from error
+    chunks[i][1] = payload[:start] + bytes(writer.buffer) + payload[end:]
+    return join_file(version, chunks), f"{what} {op}: {edited.describe()} (was {model.describe()})"[:300]
+
+
 def replace_tensor(tensor, symbols):
     from nnc.bitstream import QuantizedTensor
 
@@ -624,6 +846,8 @@ MUTATIONS = {
     "tensors": (m_tensors, 3),
     "resize": (m_resize, 2),
     "quant": (m_quant, 2),
+    "header_tree": (m_header_tree, 3),
+    "entropy": (m_entropy, 2),
 }
 
 
@@ -686,10 +910,11 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
-def decode_all(data: bytes) -> int:
-    """What ``nnc info`` and ``nnc decode`` do, minus writing: the header check they
-    share, the default decode bounds (Y4M output), every frame decoded (every video of
-    a set); then ``nnc info``'s description.  Returns the frames produced."""
+def decode_all(data: bytes, max_output_bytes: int = FUZZ_MAX_OUTPUT_BYTES) -> int:
+    """What ``nnc info`` and ``nnc decode --max-output-bytes MAX_OUTPUT_BYTES`` do, minus
+    writing: the header check they share, the decode bounds (Y4M output), every frame
+    decoded (every video of a set); then ``nnc info``'s description.  Returns the frames
+    produced."""
     from nnc.bitstream import decode_bitstream
     from nnc.codec.base import CodecKind
     from nnc.codec.header import check_header
@@ -700,7 +925,7 @@ def decode_all(data: bytes) -> int:
     bitstream = decode_bitstream(data)
     checked = check_header(bitstream.codec, bitstream.header)
     for info in checked.videos:
-        check_output_limits(info, "y4m")
+        check_output_limits(info, "y4m", max_output_bytes=max_output_bytes)
     frames = 0
     if checked.codec.kind == CodecKind.VIDEO_SET:
         for index in range(len(checked.videos)):
@@ -733,9 +958,13 @@ def _allocate_unchecked(data: bytes) -> int:
     return int(np.ones(size, np.uint8).sum())
 
 
-def _sleep(data: bytes) -> int:
-    """Another bad "decoder" for the harness's tests: takes as many milliseconds as the input says."""
-    time.sleep(int.from_bytes(data[:8], "little") / 1000)
+def _spin(data: bytes) -> int:
+    """Another bad "decoder" for the harness's tests: works for as many milliseconds of
+    CPU time as the input says."""
+    end = time.process_time() + int.from_bytes(data[:8], "little") / 1000
+    spins = 0
+    while time.process_time() < end:
+        spins += 1
     return 0
 
 
@@ -768,6 +997,7 @@ def _worker(connection, warmup: list[bytes], memory_bytes: int, target: str = "d
         rss_reset = _peak_rss_reset()
         rss_before = _status_bytes("VmRSS")
         started = time.perf_counter()
+        cpu_started = time.process_time()
         result = {}
         try:
             result["frames"] = decode(data)
@@ -780,6 +1010,7 @@ def _worker(connection, warmup: list[bytes], memory_bytes: int, target: str = "d
             result["error"] = f"{type(error).__name__}: {error}"[:500]
             result["traceback"] = "".join(traceback.format_exception(error)[-6:])[-3000:]
         result["seconds"] = time.perf_counter() - started
+        result["cpu_seconds"] = time.process_time() - cpu_started
         peak = _status_bytes("VmHWM")
         if rss_reset and peak is not None and rss_before is not None:
             result["peak_rss_bytes"] = peak
@@ -815,22 +1046,27 @@ class Worker:
 def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float = DEFAULT_TIME_LIMIT,
                  memory_mib: int = DEFAULT_MEMORY_MIB, kill_after: float = DEFAULT_KILL_AFTER,
                  only: list[int] | None = None, save: Path | None = None, progress: bool = False,
-                 max_seconds: float | None = None, target: str = "decode_all",
+                 max_seconds: float | None = None, max_cpu_seconds: float | None = None, target: str = "decode_all",
                  inputs: list[tuple[bytes, str]] | None = None, seeds: list[dict] | None = None) -> dict:
     """Build seeds, run ``cases`` mutated inputs through the decoder, return the JSON record.
 
     ``inputs`` replaces the generated cases by given (bytes, description) pairs, and
     ``target`` the decode function run on them (a name in this module): the harness's
     own tests use them to check that it catches what it claims to.  ``seeds`` (as
-    returned by :func:`build_seeds`) skips building them again.
+    returned by :func:`build_seeds`) skips building them again.  ``max_seconds`` stops
+    drawing cases after that much wall-clock time, ``max_cpu_seconds`` after that much
+    CPU time of the cases (this process's, seeds included, plus the workers' decodes),
+    which does not depend on how loaded the machine is.
     """
     started_at = datetime.datetime.now(datetime.timezone.utc)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     seeds, seed_errors = (seeds, []) if seeds is not None else build_seeds(seed)
     if not seeds:
         raise RuntimeError(f"no codec could make a seed file: {seed_errors}")
     seed_bytes = [s["bytes"] for s in seeds]
     seed_seconds = time.perf_counter() - started
+    seed_cpu = time.process_time() - cpu_started
     for index, data in enumerate(seed_bytes):  # the seeds themselves must decode, in this process too
         decode_all(data)
 
@@ -845,15 +1081,23 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
     by_mutation: dict[str, dict[str, int]] = {}
     failures, slowest, tried = [], [], 0
     peak_rss = 0
+    worker_cpu = 0.0
     growth = {"bytes": 0, "case": None}
     exhausted = False
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
 
+    def cpu_spent() -> float:
+        return time.process_time() - cpu_started + worker_cpu
+
     def record(case, result):
-        nonlocal tried, peak_rss
+        nonlocal tried, peak_rss, worker_cpu
         tried += 1
+        worker_cpu += result.get("cpu_seconds") or result.get("seconds") or 0.0
         outcome = result["outcome"]
         seconds = result.get("seconds")
+        # "slow" is judged on the decode's CPU time, which the load of a shared machine
+        # does not inflate; a hang (or a wait) is caught by the wall-clock kill_after.
+        work = result.get("cpu_seconds", seconds)
         kind = case["mutation"].split(";")[1].split(":")[0].strip() if ";" in case["mutation"] else "given"
         counts = by_mutation.setdefault(kind, {})
         counts[outcome] = counts.get(outcome, 0) + 1
@@ -864,15 +1108,16 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
         problem = None
         if outcome in ("crash", "timeout", "worker died"):
             problem = outcome
-        elif seconds is not None and seconds > time_limit:
+        elif work is not None and work > time_limit:
             problem = "slow"
         entry = {"case": case["index"], "mutation": case["mutation"], "outcome": outcome,
-                 "seconds": None if seconds is None else round(seconds, 4), "input_bytes": len(case["data"])}
+                 "seconds": None if seconds is None else round(seconds, 4),
+                 "cpu_seconds": None if work is None else round(work, 4), "input_bytes": len(case["data"])}
         if "error" in result:
             entry["error"] = result["error"]
-        if seconds is not None:
+        if work is not None:
             slowest.append(entry)
-            slowest.sort(key=lambda e: -e["seconds"])
+            slowest.sort(key=lambda e: -e["cpu_seconds"])
             del slowest[5:]
         if problem:
             failure = dict(entry, problem=problem)
@@ -886,13 +1131,15 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
                 print(f"FAILURE case {case['index']}: {problem}: {entry.get('error', '')} [{case['mutation']}]",
                       file=sys.stderr)
         if progress and tried % 200 == 0:
-            print(f"{tried} cases, {len(failures)} failures, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            print(f"{tried} cases, {len(failures)} failures, {time.perf_counter() - started:.0f} s, "
+                  f"{cpu_spent():.0f} CPU s", file=sys.stderr)
 
     try:
         while True:
             for slot, worker in enumerate(workers):
                 if worker.case is None and not exhausted:
-                    if deadline is not None and time.perf_counter() > deadline:
+                    if (deadline is not None and time.perf_counter() > deadline
+                            or max_cpu_seconds is not None and cpu_spent() > max_cpu_seconds):
                         exhausted = True
                         break
                     index = next(indices, None)
@@ -939,28 +1186,34 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
 
     from nnc.codec.base import machine_description
 
-    slowest_seconds = slowest[0]["seconds"] if slowest else None
+    slowest_seconds = slowest[0]["cpu_seconds"] if slowest else None
     return {
         "tool": "tools/fuzz_decoder.py",
-        "summary": {"cases": tried, "failures": len(failures), "slowest_seconds": slowest_seconds,
+        "summary": {"cases": tried, "failures": len(failures), "slowest_cpu_seconds": slowest_seconds,
+                    "slowest_case": slowest[0] if slowest else None,
                     "peak_memory_mib": round(peak_rss / MIB, 1) if peak_rss else None,
-                    "memory_limit_mib": memory_mib, "time_limit_s": time_limit},
+                    "memory_limit_mib": memory_mib, "memory_limit": "address space of a worker after warm-up + "
+                    f"{memory_mib} MiB (RLIMIT_AS {limits.get('rlimit_as')} bytes)", "time_limit_cpu_s": time_limit},
         "date": started_at.isoformat(timespec="seconds"),
         "machine": dict(machine_description(), platform=platform.platform(), cpu_count=os.cpu_count()),
         "settings": {
             "cases": cases if only is None else len(only), "seed": seed, "jobs": jobs, "time_limit_s": time_limit,
             "memory_limit_mib": memory_mib, "kill_after_s": kill_after, "max_seconds": max_seconds,
+            "max_cpu_seconds": max_cpu_seconds,
             "memory_limit": "RLIMIT_AS of each worker = its address space after warm-up + memory_limit_mib",
             "worker_rlimit_as_bytes": limits.get("rlimit_as"), "worker_base_vm_bytes": limits.get("base_vm"),
             "torch_threads_per_worker": 1,
-            "decode_path": "decode_bitstream, check_header and the default decode bounds (as nnc decode), every "
-                           "frame of every video decoded on the CPU, then nnc info's description",
+            "decode_path": "decode_bitstream, check_header and the decode bounds (as nnc decode --max-output-bytes "
+                           f"{FUZZ_MAX_OUTPUT_BYTES}), every frame of every video decoded on the CPU, then nnc info's "
+                           "description",
+            "max_output_bytes": FUZZ_MAX_OUTPUT_BYTES,
             "mutations": {name: weight for name, (_, weight) in MUTATIONS.items()},
         },
         "known_limits": KNOWN_LIMITS,
         "seeds": [{"codec": s["codec"], "clip": s["clip"], "bytes": len(s["bytes"])} for s in seeds],
         "seed_errors": seed_errors,
         "seed_build_seconds": round(seed_seconds, 2),
+        "seed_build_cpu_seconds": round(seed_cpu, 2),
         "inputs_tried": tried,
         "outcomes": outcomes,
         "outcomes_by_mutation": by_mutation,
@@ -970,6 +1223,8 @@ def run_campaign(cases: int, seed: int = 0, *, jobs: int = 1, time_limit: float 
         "max_peak_rss_mib": round(peak_rss / MIB, 1) if peak_rss else None,
         "max_rss_growth": dict(growth, mib=round(growth["bytes"] / MIB, 1)),
         "elapsed_seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": {"harness": round(time.process_time() - cpu_started, 1), "worker_cases": round(worker_cpu, 1)},
+        "cases_per_cpu_second": round(tried / max(cpu_spent() - seed_cpu, 1e-9), 2) if tried else None,
     }
 
 
@@ -987,11 +1242,13 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=100_000, help="mutated inputs to try (100,000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="seconds per input (1)")
+    parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, help="CPU seconds per input (1)")
     parser.add_argument("--memory-mib", type=int, default=DEFAULT_MEMORY_MIB,
                         help="address space per worker beyond its warmed-up size (1024)")
     parser.add_argument("--kill-after", type=float, default=DEFAULT_KILL_AFTER)
     parser.add_argument("--max-seconds", type=float, help="stop drawing new cases after this long")
+    parser.add_argument("--max-cpu-seconds", type=float,
+                        help="stop drawing new cases after this much CPU time (harness + cases), whatever the load")
     parser.add_argument("--only", type=int, nargs="+", help="run only these case numbers")
     parser.add_argument("--save", type=Path, help="write failing inputs to this folder")
     parser.add_argument("--out", type=Path, help="write the JSON record here (default: benchmarks/results/"
@@ -999,7 +1256,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     record = run_campaign(args.cases, args.seed, jobs=args.jobs, time_limit=args.time_limit, memory_mib=args.memory_mib,
                           kill_after=args.kill_after, only=args.only, save=args.save, progress=True,
-                          max_seconds=args.max_seconds)
+                          max_seconds=args.max_seconds, max_cpu_seconds=args.max_cpu_seconds)
     text = json.dumps(record, indent=2)
     out = args.out if args.out is not None else _free_result_path("fuzz_decoder")
     if str(out) != "-":
@@ -1008,7 +1265,7 @@ def main(argv=None) -> int:
         print(f"wrote {out}", file=sys.stderr)
     slowest = record["slowest"][0] if record["slowest"] else None
     print(f"{record['inputs_tried']} inputs, {record['failure_count']} failures, outcomes {record['outcomes']}, "
-          f"slowest {slowest['seconds'] if slowest else '-'} s, {record['elapsed_seconds']} s", file=sys.stderr)
+          f"slowest {slowest['cpu_seconds'] if slowest else '-'} CPU s, {record['elapsed_seconds']} s", file=sys.stderr)
     if str(out) == "-":
         print(text)
     return 1 if record["failures"] else 0
