@@ -78,7 +78,7 @@ def codec_options(codecs: list, exclude: tuple[str, ...] = ()) -> list[click.Opt
             params.append(click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text))
         elif value_type is bool:
             params.append(click.Option([flag, name], is_flag=True, default=None, help=help_text))
-        elif name == "time_budget":  # 20m, 2h: parsed by the options dataclass, errors in one line
+        elif name in ("time_budget", "bitrate"):  # 20m, 800k: parsed by the options dataclass, errors in one line
             params.append(click.Option([flag, name], type=str, default=None, help=help_text,
                                        metavar=item.metadata.get("metavar")))
         else:

@@ -171,6 +171,9 @@ class CompressedVideo:
     groups: list[TensorGroup]
     settings: dict  # the resolved encode settings (for reports and the file header)
     stats: dict = field(default_factory=dict)  # train loss/PSNR, timings, parameter counts
+    # --bpp/--bitrate: the tensors at full precision, requantized to land on the target by
+    # the file writer (:mod:`nnc.codec.rate_target`); None: ``groups`` are written as they are.
+    rate_target: Any = None
 
 
 class Codec:
@@ -212,6 +215,10 @@ class Codec:
         if unknown:
             names = ", ".join("--" + name.replace("_", "-") for name in unknown)
             raise NncError(f"{names} does not apply to --model {cls.name}")
+        if values.get("preset") is not None and "preset" in known:  # fills in what was not given
+            from .presets import apply_preset
+
+            values = apply_preset(cls.name, known, values)
         options = cls.Options(**{k: v for k, v in values.items() if v is not None})
         options.validate()
         return options

@@ -55,7 +55,10 @@ from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_dev
 from .checkpoint import remove_checkpoint
 from .nerv import AXIS_RULES, MaskedModel, dequantize_weights, magnitude_masks, quantize_weights
 from .registry import register_codec
-from .planning import DEFAULT_SIZE_HELP, Phase, default_model_size, first_solvable_size, make_planner, video_recipe
+from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
+from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
+                          target_bits)
+from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits
 from .training import TrainSettings, fit
 from .training_hooks import KeepPruned, Step, TrainingHook, TrainingRun
 
@@ -70,8 +73,10 @@ CUDA_PATCH_SIZE = 80  # the authors' training patches
 
 
 @dataclass
-class HiNeRVOptions(VideoCodecOptions):
-    """HiNeRV's published bunny recipe (authors' config, hmkx/HiNeRV)."""
+class HiNeRVOptions(RateDistortionOptions, RateTargetOptions, VideoCodecOptions):
+    """HiNeRV's published bunny recipe (authors' config, hmkx/HiNeRV); ``--lambda`` trains
+    every phase for rate and distortion instead (:mod:`nnc.codec.rate_distortion`: learned
+    steps replace the QAT phase's min-max noise, and the file codes the learned steps)."""
 
     size: float | None = option(None, "Model size in parameters (decoder + all grids; " + DEFAULT_SIZE_HELP + ", or the "
                                       "size of --hinerv-config).", low=1)
@@ -96,16 +101,17 @@ class HiNeRVOptions(VideoCodecOptions):
                                           "frames on CPU, 80 on CUDA).", low=0)
 
 
-def resolve_config(settings: dict, height: int, width: int, num_frames: int) -> HiNeRVConfig:
+def resolve_config(settings: dict, height: int, width: int, num_frames: int, video=None) -> HiNeRVConfig:
     if settings["hinerv_config"] is not None and settings["size"] is not None:
         raise NncError("give --size or --hinerv-config, not both")
     try:
         if settings["hinerv_config"] is not None:
             return preset_config(settings["hinerv_config"], height, width, num_frames)
         size = settings["size"]
-        if size is None:
-            size = first_solvable_size(lambda value: solve_config(height, width, num_frames, value),
-                                       default_model_size(num_frames, height, width, int(settings["weight_bits"])))
+        if size is None:  # video: the clip, whose frame rate a --bitrate target needs
+            pruned_bits = int(settings["weight_bits"]) * (1 - float(settings["prune"])) + (settings["prune"] > 0)
+            size = choose_model_size(settings, video, lambda value: solve_config(height, width, num_frames, value),
+                                     pruned_bits, "hinerv")
         return solve_config(height, width, num_frames, float(size))
     except ValueError as error:
         raise NncError(str(error)) from None
@@ -241,7 +247,7 @@ class HiNeRVCodec(Codec):
         device = resolve_device(options.device)
         settings = self.resolve_settings(options, device)
         num_frames, height, width = video.frames.shape[:3]
-        config = resolve_config(settings, height, width, num_frames)
+        config = resolve_config(settings, height, width, num_frames, video)
         patch = patch_shape(config, int(settings["patch_size"])) if settings["patch_size"] else None
         if patch == (config.padded_height, config.padded_width):
             patch = None  # one patch is the whole frame
@@ -266,7 +272,20 @@ class HiNeRVCodec(Codec):
                 params[name] = param + torch.where(chosen, quantized - param.detach(), torch.zeros_like(param))
             return functional_call(model, params, (frames,), {"box": box})
 
+        rate = rate_steps = None
+        current_masks: dict[str, torch.Tensor] = {}
+        if settings.get("rate_lambda") is not None:
+            rate = RateDistortion(float(settings["rate_lambda"]), num_frames * height * width, bits,
+                                  settings["qat_rounding"])
+            rate_steps = rate.quantize_functional(dict(model.named_parameters()), masks=current_masks.get)
+
+        def network_with_rate(frames: torch.Tensor, box=None) -> torch.Tensor:
+            # every tensor at its learned-step quantized value, pruned weights at zero
+            return functional_call(model, rate.apply(dict(model.named_parameters())), (frames,), {"box": box})
+
         def forward(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            if rate is not None:
+                return data.render(network_with_rate, indices, target)
             return data.render(network_with_noise if quantize_noise else model, indices, target)
 
         def train_settings(epochs: int, phase: str, lr_scale: float = 1.0) -> TrainSettings:
@@ -311,11 +330,15 @@ class HiNeRVCodec(Codec):
                 masks = magnitude_masks(model, prunable_names(model), prune)
                 masked = MaskedModel(model, masks).to(device)
                 masked.apply_masks()
+                current_masks.update(zip(masked.names, (mask for _, mask in masked.pairs())))
             if epochs == 0 or index < resumed_from:
                 continue
             quantize_noise = phase == "qat"
             module = masked if masked is not None else model
             hooks: list[TrainingHook] = [ClipGradNorm(model.parameters(), GRAD_CLIP_NORM)]
+            if rate is not None:  # the steps are trained (and checkpointed) with the network
+                module = nn.ModuleDict({"network": module, "steps": rate_steps})
+                hooks.append(rate.rate_term())
             if masked is not None:
                 hooks.append(KeepPruned(masked.pairs))
             hooks.append(planner)
@@ -332,10 +355,16 @@ class HiNeRVCodec(Codec):
                  if masked is not None else {})
         weights = {k: v.detach().contiguous() for k, v in model.decoder_parameters().items()}
         grids = {k: v.detach().contiguous() for k, v in model.grid_parameters().items()}
-        groups = [
-            TensorGroup(WEIGHTS_GROUP, quantize_weights(weights, masks, bits, settings["quant_axis"])),
-            TensorGroup(GRIDS_GROUP, quantize_weights(grids, {}, bits, settings["quant_axis"])),
-        ]
+        if rate is not None:  # dense step-quantized tensors, pruned values coded as zeros
+            coded = rate.quantized_parameters()
+            groups = [TensorGroup(WEIGHTS_GROUP, [coded[name] for name in weights]),
+                      TensorGroup(GRIDS_GROUP, [coded[name] for name in grids])]
+            stats["rate_estimated_payload_bits"] = estimated_payload_bits(coded.values())
+        else:
+            groups = [
+                TensorGroup(WEIGHTS_GROUP, quantize_weights(weights, masks, bits, settings["quant_axis"])),
+                TensorGroup(GRIDS_GROUP, quantize_weights(grids, {}, bits, settings["quant_axis"])),
+            ]
         counts = parameter_counts(config)
         pruned = sum(int((~m).sum()) for m in masks.values())
         stats.update(
@@ -343,7 +372,15 @@ class HiNeRVCodec(Codec):
             grid_parameters=counts["grids"], model_size=counts["decoder"] + counts["grids"],
             pruned_fraction=pruned / counts["decoder"], training_patch=list(patch) if patch else None,
         )
-        return CompressedVideo(model_header={"config": config.to_dict()}, groups=groups, settings=settings, stats=stats)
+        rate_target = None
+        if (wanted_bits := target_bits(settings, num_frames, height, width, video.info.fps)) is not None:
+            # --bpp/--bitrate: full-precision tensors, requantized onto the target when the file is written
+            rate_target = RateTargetSource(wanted_bits, num_frames * height * width, [
+                TensorGroup(WEIGHTS_GROUP, quantize_weights(weights, masks, FULL_BITS, settings["quant_axis"])),
+                TensorGroup(GRIDS_GROUP, quantize_weights(grids, {}, FULL_BITS, settings["quant_axis"]))],
+                describe_target(settings), self.name)
+        return CompressedVideo(model_header={"config": config.to_dict()}, groups=groups, settings=settings, stats=stats,
+                               rate_target=rate_target)
 
     def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
                    frames: range | None = None) -> Iterator[torch.Tensor]:

@@ -29,7 +29,10 @@ from ..models.hnerv import (
 )
 from .base import Codec, CompressedVideo, VideoCodecOptions, frames_to_float, option, resolve_device
 from .registry import register_codec
-from .planning import DEFAULT_SIZE_HELP, Phase, default_model_size, first_solvable_size, make_planner, video_recipe
+from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits
+from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
+from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
+                          full_precision_bits, target_bits)
 from .training import TrainSettings, fit
 
 WEIGHTS_GROUP = "weights"
@@ -53,8 +56,9 @@ def quantize_state(state: dict[str, torch.Tensor], bits: int, rule: str) -> list
 
 
 @dataclass
-class HNeRVOptions(VideoCodecOptions):
-    """HNeRV's published bunny recipe (README of the authors' code)."""
+class HNeRVOptions(RateTargetOptions, RateDistortionOptions, VideoCodecOptions):
+    """HNeRV's published bunny recipe (README of the authors' code); ``--lambda`` trains
+    for rate and distortion instead (:mod:`nnc.codec.rate_distortion`)."""
 
     size: float | None = option(None, f"Model size in parameters (decoder + all embeddings; {DEFAULT_SIZE_HELP}).",
                                 low=1)
@@ -80,9 +84,9 @@ class HNeRVCodec(Codec):
         info = video.info
         num_frames, height, width = video.frames.shape[:3]
         if settings["size"] is None:  # recorded resolved, so the header says what was used
-            settings["size"] = first_solvable_size(
-                lambda size: solve_config(height, width, num_frames, size),
-                default_model_size(num_frames, height, width, int(settings["weight_bits"])))
+            settings["size"] = choose_model_size(
+                settings, video, lambda size: solve_config(height, width, num_frames, size),
+                int(settings["weight_bits"]), self.name)
         try:
             config = solve_config(height, width, num_frames, float(settings["size"]))
         except ValueError as error:
@@ -107,34 +111,64 @@ class HNeRVCodec(Codec):
             self.name, video, [Phase("train", train.epochs, -(-num_frames // train.batch_size))],
             decoder_values + embedding_values,
             decoder_values * int(settings["weight_bits"]) + embedding_values * int(settings["embed_bits"])))
+        hooks = [planner]
+        rate = embedding_quantizer = None
+        if settings.get("rate_lambda") is not None:
+            # Rate-distortion training: decoder weights and embeddings are trained through
+            # their learned-step quantizers, and the loss pays for their estimated bits.
+            rate = RateDistortion(float(settings["rate_lambda"]), num_frames * height * width,
+                                  int(settings["weight_bits"]), settings["qat_rounding"])
+            rate.quantize_parameters(model.decoder)
+            with torch.no_grad():
+                sample = model.encoder(pad_to(frames_to_float(video.frames[: train.batch_size], video.max_value)
+                                              .to(device), padded_h, padded_w))
+            embedding_quantizer = rate.quantize_output(EMBEDDINGS_TENSOR, model.encoder, sample, num_frames,
+                                                       init_bits=int(settings["embed_bits"]))
+            model.embedding_quantizer = embedding_quantizer  # its steps are trained and checkpointed
+            hooks.append(rate.rate_term())
         model.train()
         policy = options.checkpoint_policy(video.frames, dict(settings, codec=self.name, config=config.to_dict()))
-        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy, hooks=[planner])
+        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy, hooks=hooks)
         stats["plan"] = planner.plan()
 
         started = time.perf_counter()
         model.eval()
+        if embedding_quantizer is not None:
+            embedding_quantizer.enabled = False  # the raw embeddings: quantized below, exactly once
         embeddings = []
         with torch.no_grad():
             for start in range(0, num_frames, 8):
                 batch = frames_to_float(video.frames[start : start + 8], video.max_value).to(device)
                 embeddings.append(model.encoder(pad_to(batch, padded_h, padded_w)).cpu())
         embedding = torch.cat(embeddings)
-        decoder_state = {k: v.contiguous() for k, v in model.decoder.state_dict().items()}
-        groups = [
-            TensorGroup(WEIGHTS_GROUP, quantize_state(decoder_state, int(settings["weight_bits"]), settings["quant_axis"])),
-            TensorGroup(
-                EMBEDDINGS_GROUP,
-                [AXIS_RULES[settings["quant_axis"]](embedding.numpy(), int(settings["embed_bits"]), name=EMBEDDINGS_TENSOR)],
-            ),
-        ]
+        if rate is not None:
+            weights = list(rate.quantized_parameters().values())
+            embedded = [embedding_quantizer.quantizer.cpu().quantize(embedding, EMBEDDINGS_TENSOR)]
+            stats["rate_estimated_payload_bits"] = estimated_payload_bits(weights + embedded)
+        else:
+            decoder_state = {k: v.contiguous() for k, v in model.decoder.state_dict().items()}
+            weights = quantize_state(decoder_state, int(settings["weight_bits"]), settings["quant_axis"])
+            embedded = [AXIS_RULES[settings["quant_axis"]](embedding.numpy(), int(settings["embed_bits"]),
+                                                           name=EMBEDDINGS_TENSOR)]
+        groups = [TensorGroup(WEIGHTS_GROUP, weights), TensorGroup(EMBEDDINGS_GROUP, embedded)]
+        rate_target = None
+        if (wanted_bits := target_bits(settings, num_frames, height, width, info.fps)) is not None:
+            # --bpp/--bitrate: full-precision tensors, requantized onto the target when the file is written
+            rule = settings["quant_axis"]
+            embed_bits = full_precision_bits(int(settings["embed_bits"]), int(settings["weight_bits"]))
+            rate_target = RateTargetSource(wanted_bits, num_frames * height * width, [
+                TensorGroup(WEIGHTS_GROUP, quantize_state(decoder_state, FULL_BITS, rule)),
+                TensorGroup(EMBEDDINGS_GROUP, [AXIS_RULES[rule](embedding.numpy(), embed_bits,
+                                                                name=EMBEDDINGS_TENSOR)])],
+                describe_target(settings), self.name)
         stats.update(
             quantize_seconds=time.perf_counter() - started,
             decoder_parameters=decoder_parameter_count(config),
             embedding_elements=embedding_element_count(config, num_frames),
         )
         stats["model_size"] = stats["decoder_parameters"] + stats["embedding_elements"]
-        return CompressedVideo(model_header={"config": config.to_dict()}, groups=groups, settings=settings, stats=stats)
+        return CompressedVideo(model_header={"config": config.to_dict()}, groups=groups, settings=settings, stats=stats,
+                               rate_target=rate_target)
 
     def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
                    frames: range | None = None) -> Iterator[torch.Tensor]:

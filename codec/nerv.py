@@ -34,7 +34,9 @@ from ..models import nervpp as nervpp_model
 from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_device
 from .checkpoint import remove_checkpoint
 from .registry import register_codec
-from .planning import DEFAULT_SIZE_HELP, Phase, default_model_size, first_solvable_size, make_planner, video_recipe
+from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
+from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
+                          target_bits)
 from .training import TrainSettings, fit
 from .training_hooks import KeepPruned
 
@@ -147,7 +149,7 @@ def dequantize_weights(tensors: list[QuantizedTensor], reference: dict[str, tupl
 
 
 @dataclass
-class NeRVOptions(VideoCodecOptions):
+class NeRVOptions(RateTargetOptions, VideoCodecOptions):
     """NeRV's published recipe (authors' README and paper); NeRV++ trains the same way."""
 
     size: float | None = option(None, f"Model size in parameters (all weights, before pruning; {DEFAULT_SIZE_HELP}).",
@@ -190,9 +192,10 @@ class _NeRVFamilyCodec(Codec):
         device = resolve_device(options.device)
         num_frames, height, width = video.frames.shape[:3]
         if settings["size"] is None:  # recorded resolved, so the header says what was used
-            settings["size"] = first_solvable_size(
-                lambda size: self.model_module.solve_config(height, width, num_frames, size),
-                default_model_size(num_frames, height, width, int(settings["weight_bits"])))
+            pruned_bits = int(settings["weight_bits"]) * (1 - float(settings["prune"])) + (settings["prune"] > 0)
+            settings["size"] = choose_model_size(
+                settings, video, lambda size: self.model_module.solve_config(height, width, num_frames, size),
+                pruned_bits, self.name)
         try:
             config = self.model_module.solve_config(height, width, num_frames, float(settings["size"]))
         except ValueError as error:
@@ -271,8 +274,15 @@ class _NeRVFamilyCodec(Codec):
             quantize_seconds=time.perf_counter() - started, decoder_parameters=total, model_size=total,
             kept_parameters=kept, pruned_fraction=(total - kept) / total,
         )
+        rate_target = None
+        if (wanted_bits := target_bits(settings, num_frames, height, width, video.info.fps)) is not None:
+            # --bpp/--bitrate: full-precision tensors, requantized onto the target when the file is written
+            rate_target = RateTargetSource(
+                wanted_bits, num_frames * height * width,
+                [TensorGroup(WEIGHTS_GROUP, quantize_weights(state, masks, FULL_BITS, settings["quant_axis"]))],
+                describe_target(settings), self.name)
         return CompressedVideo(model_header={"config": config.to_dict()}, groups=[TensorGroup(WEIGHTS_GROUP, tensors)],
-                               settings=settings, stats=stats)
+                               settings=settings, stats=stats, rate_target=rate_target)
 
     def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
                    frames: range | None = None) -> Iterator[torch.Tensor]:

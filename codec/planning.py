@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import NncError
+from ..fileio import human_size
 from .training_hooks import TimeBudget, TrainingRun
 
 CALIBRATION_STEPS = 4  # timed steps after the first one (which pays one-off costs)
@@ -70,23 +71,26 @@ DEFAULT_SIZE_HELP = ("default: about 0.1 bpp of the input at 8 bits a parameter,
                      "--dry-run shows the choice")
 
 
-def default_model_size(num_frames: int, height: int, width: int, bits_per_parameter: int = 8) -> float:
-    """Parameters for about DEFAULT_TARGET_BPP bits per pixel of a ``num_frames`` x ``height`` x ``width`` video."""
-    wanted = DEFAULT_TARGET_BPP * num_frames * height * width / bits_per_parameter
+def default_model_size(num_frames: int, height: int, width: int, bits_per_parameter: int = 8,
+                       target_bpp: float = DEFAULT_TARGET_BPP) -> float:
+    """Parameters for about ``target_bpp`` (a preset's size target; DEFAULT_TARGET_BPP without
+    one) bits per pixel of a ``num_frames`` x ``height`` x ``width`` video.  Rate targets
+    (``--bpp``) size the model in :func:`nnc.codec.rate_target.choose_model_size`."""
+    wanted = target_bpp * num_frames * height * width / bits_per_parameter
     return float(round(min(max(wanted, SMALLEST_DEFAULT_SIZE), LARGEST_DEFAULT_SIZE), -3))
 
 
-def first_solvable_size(solve: Callable[[float], object], size: float) -> float:
-    """``size``, or the next size up (25% steps, at most LARGEST_DEFAULT_SIZE) that ``solve``
+def first_solvable_size(solve: Callable[[float], object], size: float, largest: float = LARGEST_DEFAULT_SIZE) -> float:
+    """``size``, or the next size up (25% steps, at most ``largest``) that ``solve``
     accepts: a tiny clip's target can be below the smallest network of its frame size."""
     while True:
         try:
             solve(size)
             return size
         except ValueError:
-            if size >= LARGEST_DEFAULT_SIZE:
+            if size >= largest:
                 raise
-            size = float(min(round(size * 1.25, -3), LARGEST_DEFAULT_SIZE))
+            size = float(min(max(round(size * 1.25, -3), size + 1000.0), largest))
 
 
 def raw_bits_per_pixel(pix_fmt: str, bit_depth: int) -> float:
@@ -158,8 +162,8 @@ def check_file_size(recipe: Recipe, force: bool, log: Callable[[str], None]) -> 
     if recipe.stored_bits is None or recipe.stored_bits <= recipe.raw_bits:
         return
     message = (f"{recipe.model} with {recipe.parameters:,} parameters would store about "
-               f"{recipe.stored_bits / 8 / 1024:,.0f} KiB ({recipe.estimated_bpp():.2f} bpp), more than the raw video's "
-               f"{recipe.raw_bits / 8 / 1024:,.0f} KiB ({recipe.raw_bits / recipe.pixels:.1f} bpp)")
+               f"{human_size(recipe.stored_bits / 8)} ({recipe.estimated_bpp():.2f} bpp), more than the raw video's "
+               f"{human_size(recipe.raw_bits / 8)} ({recipe.raw_bits / recipe.pixels:.1f} bpp)")
     # The estimate is an upper bound (parameters x bits before entropy coding, which saves
     # ~10-25% on trained weights): refuse only when it is clearly larger, warn near the line.
     if not force and recipe.stored_bits > REFUSE_ABOVE_RAW * recipe.raw_bits:

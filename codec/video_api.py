@@ -137,26 +137,35 @@ def dry_run(codec, video: Video, options: CodecOptions) -> PlanReport:
     raise NncError(f"--dry-run is not supported by --model {codec.name}")
 
 
+def _verified_psnr(bitstream: Bitstream, video: Video, device: str) -> float:
+    """Measure what the decoder will really produce: decode our own serialised bytes."""
+    parsed = decode_bitstream(encode_bitstream(bitstream))
+    psnr_values = []
+    position = 0
+    for frames in decode_frames(parsed, device=device):
+        reference = video.frames[position : position + frames.shape[0]]
+        psnr_values.append(psnr_per_frame(reference, frames, video.max_value))
+        position += frames.shape[0]
+    return mean_psnr(np.concatenate(psnr_values))
+
+
+def _encoder_record(psnr: float, settings: dict) -> dict:
+    # Recorded so `nnc info` can show it; part of the file, so counted in bpp.
+    return {"nnc": __version__, "psnr_rgb": round(psnr, 4), "settings": settings}
+
+
 def _encode_video(codec, video: Video, output: str | Path, model: str, options: CodecOptions) -> EncodeReport:
     started = time.perf_counter()
     compressed = codec.compress(video, options)
     header = {"media": video.info.to_dict(), "model": compressed.model_header}
-    bitstream = Bitstream(codec=model, header=header, groups=compressed.groups)
-
-    # Measure what the decoder will really produce: decode our own serialised bytes.
-    decode_started = time.perf_counter()
-    parsed = decode_bitstream(encode_bitstream(bitstream))
-    psnr_values = []
-    position = 0
-    for frames in decode_frames(parsed, device=options.device):
-        reference = video.frames[position : position + frames.shape[0]]
-        psnr_values.append(psnr_per_frame(reference, frames, video.max_value))
-        position += frames.shape[0]
-    psnr = mean_psnr(np.concatenate(psnr_values))
-    decode_seconds = time.perf_counter() - decode_started
-
-    # Recorded so `nnc info` can show it; part of the file, so counted in bpp.
-    header["encoder"] = {"nnc": __version__, "psnr_rgb": round(psnr, 4), "settings": compressed.settings}
+    if compressed.rate_target is not None:
+        bitstream, psnr, decode_seconds = _land_on_target(compressed, model, header, video, options.device)
+    else:
+        bitstream = Bitstream(codec=model, header=header, groups=compressed.groups)
+        decode_started = time.perf_counter()
+        psnr = _verified_psnr(bitstream, video, options.device)
+        decode_seconds = time.perf_counter() - decode_started
+        header["encoder"] = _encoder_record(psnr, compressed.settings)
     file_bytes = write_bitstream_file(output, bitstream)
     if options.checkpoint_path is not None:  # the encode is complete: the checkpoint has served
         remove_checkpoint_files(options.checkpoint_path)
@@ -166,6 +175,43 @@ def _encode_video(codec, video: Video, output: str | Path, model: str, options: 
         path=Path(output), file_bytes=file_bytes, bpp=bits_per_pixel(file_bytes, video.info), psnr=psnr,
         encode_seconds=elapsed, settings=compressed.settings, stats=stats, header=header,
     )
+
+
+# While searching, the PSNR in the encoder record is not known yet: a stand-in of the same
+# printed length.  The final header can still differ by a byte or two after zlib, so the
+# file is measured again and the search repeated with that much less when it overshoots.
+PSNR_STAND_IN = 99.9999
+LANDING_ATTEMPTS = 4
+
+
+def _land_on_target(compressed, model: str, header: dict, video: Video, device: str):
+    """The bitstream requantized to land at or just under the rate target (see
+    :mod:`nnc.codec.rate_target`), its verified PSNR and the seconds spent decoding."""
+    from .rate_target import land_on_target
+
+    source = compressed.rate_target
+    budget = source.target_bits
+    decode_seconds = 0.0
+    for _ in range(LANDING_ATTEMPTS):
+        def file_bits(groups, record):
+            settings = dict(compressed.settings, rate_target=record)
+            trial = dict(header, encoder=_encoder_record(PSNR_STAND_IN, settings))
+            return 8 * len(encode_bitstream(Bitstream(codec=model, header=trial, groups=groups)))
+
+        landing = land_on_target(source, file_bits, budget)
+        compressed.settings["rate_target"] = landing.record
+        bitstream = Bitstream(codec=model, header=header, groups=landing.groups)
+        header.pop("encoder", None)
+        decode_started = time.perf_counter()
+        psnr = _verified_psnr(bitstream, video, device)
+        decode_seconds += time.perf_counter() - decode_started
+        header["encoder"] = _encoder_record(psnr, compressed.settings)
+        final_bits = 8 * len(encode_bitstream(bitstream))
+        compressed.stats["rate_target"] = dict(landing.record, file_bits=final_bits, evaluations=landing.evaluations)
+        if final_bits <= source.target_bits:
+            break
+        budget -= final_bits - source.target_bits
+    return bitstream, psnr, decode_seconds
 
 
 def write_video(bitstream: Bitstream, output: str | Path, *, format: str | None = None, crf: int | None = None,

@@ -148,6 +148,7 @@ def test_a_file_larger_than_the_raw_video_is_refused_unless_forced(tmp_path):
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nnc: hnerv with ") and "more than the raw video's" in lines[0]
     assert "--force" in lines[0] and "bpp" in lines[0]
+    assert "more than the raw video's 6.0 KiB (12.0 bpp)" in lines[0], lines[0]  # 64x32x2 at 12 bits a pixel
     forced = cli("encode", clip, "-o", output, "--size", "200k", "--epochs", "1", "--device", "cpu", "--quiet",
                  "--force", "--checkpoint-interval", "0")
     assert forced.exit_code == 0, forced.output
