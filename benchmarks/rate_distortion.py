@@ -37,14 +37,10 @@ from nnc.eval.bdrate import bd_psnr, bd_rate
 from nnc.eval.output_paths import unused_stem
 from nnc.media import read_video
 from nnc.metrics import compare
+from nnc.units import parse_count
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO.parent / "shared" / "media" / "video" / "park_joy_160x90_10f.y4m"
-
-
-def parse_count(text: str) -> float:
-    scale = {"k": 1e3, "m": 1e6}.get(text[-1].lower(), 1)
-    return float(text[:-1] if scale != 1 else text) * scale
 
 
 def encode_point(video, folder: Path, model: str, name: str, epochs: int, size: float, rate_lambda, seed: int) -> dict:

@@ -16,15 +16,13 @@ import click
 
 from .. import __version__
 from ..errors import NncError
+from ..units import parse_count
 from ..codec.registry import DEFAULT_CODEC, codec_names
 from ..media.limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS
 from .codec_options import CodecOptionsCommand, all_codecs, build_options, codec_options, given_values
 from .errors import interrupt_on_termination, reports_errors
 from .report import report as report_command
 from .train import train as train_command
-
-SIZE_SUFFIXES = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
-
 
 def parse_sizes(values: tuple[str, ...]) -> tuple[tuple[int, int] | None, float | None]:
     """``--size`` takes a frame size ``WxH`` (raw YUV input) or a model size (1.5M, 375k, 200000)."""
@@ -33,8 +31,7 @@ def parse_sizes(values: tuple[str, ...]) -> tuple[tuple[int, int] | None, float 
         text = value.strip().lower()
         if match := re.fullmatch(r"(\d+)x(\d+)", text):
             frame_size = (int(match[1]), int(match[2]))
-        elif match := re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)", text):
-            model_size = float(match[1]) * SIZE_SUFFIXES[match[2]]
+        elif (model_size := parse_count(text)) is not None:
             if model_size < 1:
                 raise NncError(f"--size {value}: model size must be positive")
         else:

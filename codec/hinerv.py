@@ -55,7 +55,7 @@ from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_dev
 from .checkpoint import remove_checkpoint
 from .nerv import AXIS_RULES, MaskedModel, dequantize_weights, magnitude_masks, quantize_weights
 from .registry import register_codec
-from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
+from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           target_bits)
 from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits
@@ -109,7 +109,7 @@ def resolve_config(settings: dict, height: int, width: int, num_frames: int, vid
             return preset_config(settings["hinerv_config"], height, width, num_frames)
         size = settings["size"]
         if size is None:  # video: the clip, whose frame rate a --bitrate target needs
-            pruned_bits = int(settings["weight_bits"]) * (1 - float(settings["prune"])) + (settings["prune"] > 0)
+            pruned_bits = pruned_bits_per_parameter(int(settings["weight_bits"]), float(settings["prune"]))
             size = choose_model_size(settings, video, lambda value: solve_config(height, width, num_frames, value),
                                      pruned_bits, "hinerv")
         return solve_config(height, width, num_frames, float(size))
@@ -317,11 +317,10 @@ class HiNeRVCodec(Codec):
 
         counts = parameter_counts(config)
         steps_per_epoch = -(-len(data.items) // (int(settings["batch_size"]) * data.per_frame))
-        mask_bits = 1 if prune > 0 else 0
         planner = make_planner(options, video_recipe(
             self.name, video, [Phase(phase, epochs, steps_per_epoch) for phase, epochs in phases],
             counts["decoder"] + counts["grids"],
-            counts["decoder"] * (bits * (1 - prune) + mask_bits) + counts["grids"] * bits))
+            counts["decoder"] * pruned_bits_per_parameter(bits, prune) + counts["grids"] * bits))
 
         model.train()
         stats: dict = {}

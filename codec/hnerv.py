@@ -122,7 +122,7 @@ class HNeRVCodec(Codec):
             with torch.no_grad():
                 sample = model.encoder(pad_to(frames_to_float(video.frames[: train.batch_size], video.max_value)
                                               .to(device), padded_h, padded_w))
-            embedding_quantizer = rate.quantize_output(EMBEDDINGS_TENSOR, model.encoder, sample, num_frames,
+            embedding_quantizer = rate.quantize_output(model.encoder, sample, num_frames,
                                                        init_bits=int(settings["embed_bits"]))
             model.embedding_quantizer = embedding_quantizer  # its steps are trained and checkpointed
             hooks.append(rate.rate_term())

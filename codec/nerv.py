@@ -34,7 +34,7 @@ from ..models import nervpp as nervpp_model
 from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_device
 from .checkpoint import remove_checkpoint
 from .registry import register_codec
-from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
+from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           target_bits)
 from .training import TrainSettings, fit
@@ -192,7 +192,7 @@ class _NeRVFamilyCodec(Codec):
         device = resolve_device(options.device)
         num_frames, height, width = video.frames.shape[:3]
         if settings["size"] is None:  # recorded resolved, so the header says what was used
-            pruned_bits = int(settings["weight_bits"]) * (1 - float(settings["prune"])) + (settings["prune"] > 0)
+            pruned_bits = pruned_bits_per_parameter(int(settings["weight_bits"]), float(settings["prune"]))
             settings["size"] = choose_model_size(
                 settings, video, lambda size: self.model_module.solve_config(height, width, num_frames, size),
                 pruned_bits, self.name)
@@ -235,11 +235,10 @@ class _NeRVFamilyCodec(Codec):
 
         values = sum(p.numel() for p in model.parameters())
         steps_per_epoch = -(-num_frames // int(settings["batch_size"]))
-        mask_bits = 1 if prune > 0 else 0  # at most a bit per weight for the coded masks
         planner = make_planner(options, video_recipe(
             self.name, video, [Phase("train", int(settings["epochs"]), steps_per_epoch),
                                Phase("finetune", finetune_epochs, steps_per_epoch)],
-            values, values * (int(settings["weight_bits"]) * (1 - prune) + mask_bits)))
+            values, values * pruned_bits_per_parameter(int(settings["weight_bits"]), prune)))
 
         model.train()
         stats = {}

@@ -80,6 +80,12 @@ def default_model_size(num_frames: int, height: int, width: int, bits_per_parame
     return float(round(min(max(wanted, SMALLEST_DEFAULT_SIZE), LARGEST_DEFAULT_SIZE), -3))
 
 
+def pruned_bits_per_parameter(weight_bits: int, prune: float) -> float:
+    """Stored bits a weight costs before entropy coding once ``prune`` of the weights are
+    removed: the kept values' bits, plus at most a bit per weight for the coded masks."""
+    return weight_bits * (1 - prune) + (1 if prune > 0 else 0)
+
+
 def first_solvable_size(solve: Callable[[float], object], size: float, largest: float = LARGEST_DEFAULT_SIZE) -> float:
     """``size``, or the next size up (25% steps, at most ``largest``) that ``solve``
     accepts: a tiny clip's target can be below the smallest network of its frame size."""

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..bitstream import QuantizedTensor
+from ..bitstream.entropy import MAX_ALPHABET_SIZE
 from .base import option
 from .training_hooks import RateTerm
 
@@ -91,7 +92,7 @@ def laplace_bits(levels: torch.Tensor) -> torch.Tensor:
     return -log_probability.sum() / LOG2
 
 
-MAX_HISTOGRAM_SPAN = 1 << 16  # the container's largest table; wider symbol ranges are priced by the Laplace alone
+MAX_HISTOGRAM_SPAN = MAX_ALPHABET_SIZE  # the coder's largest table; wider symbol ranges are priced by the Laplace alone
 
 
 def coded_bits(levels: torch.Tensor) -> torch.Tensor:
@@ -224,38 +225,33 @@ class RateDistortion:
     pixels for the l2 loss); ``pixels`` is frames x height x width of the clip."""
 
     def __init__(self, rate_lambda: float, pixels: int, init_bits: int, rounding: str = "ste"):
-        if rounding not in ROUNDING:
-            raise ValueError(f"rounding must be one of {ROUNDING}")
         self.rate_lambda, self.pixels, self.init_bits, self.rounding = float(rate_lambda), int(pixels), init_bits, rounding
         self.parameters: list[_CodedTensor] = []
-        self.activations: list[tuple[str, ActivationQuantizer, int]] = []
+        self.activations: list[tuple[ActivationQuantizer, int]] = []
 
     # -- registration --------------------------------------------------------------
-    def quantize_parameters(self, root: nn.Module, names: Iterable[str] | None = None, prefix: str = "",
-                            masks: Callable[[str], torch.Tensor | None] | None = None,
-                            init_bits: int | None = None) -> None:
-        """Parametrize ``root``'s parameters (all, or ``names``) with learned-step quantizers.
-        ``masks(name)`` gives a pruned tensor's 0/1 mask or None (read at every use: masks
-        are set after registration); a pruned tensor is coded dense, its zeros priced
-        like any symbol (the entropy model makes them cheap)."""
-        wanted = dict(root.named_parameters()) if names is None else {n: dict(root.named_parameters())[n] for n in names}
-        for name, param in wanted.items():
+    def quantize_parameters(self, root: nn.Module) -> None:
+        """Parametrize every parameter of ``root`` with a learned-step quantizer (coded
+        under its name in ``root``'s state dict)."""
+        for name, param in list(root.named_parameters()):
             module_name, _, attribute = name.rpartition(".")
             module = root.get_submodule(module_name) if module_name else root
-            quantizer = self._quantizer(param, init_bits)
+            quantizer = self._quantizer(param)
             parametrize.register_parametrization(module, attribute, quantizer)
             original = module.parametrizations[attribute].original
-            self.parameters.append(_CodedTensor(prefix + name, quantizer, self._masked(original, prefix + name, masks)))
+            self.parameters.append(_CodedTensor(name, quantizer, self._masked(original, name, None)))
 
     def quantize_functional(self, params: dict[str, nn.Parameter],
-                            masks: Callable[[str], torch.Tensor | None] | None = None,
-                            init_bits: int | None = None) -> nn.ModuleDict:
+                            masks: Callable[[str], torch.Tensor | None] | None = None) -> nn.ModuleDict:
         """Quantizers for parameters that a codec passes to ``torch.func.functional_call``
         (HiNeRV): the returned modules (attach them to the trained module) map each name's
-        value to its quantized value; :meth:`apply` does it for a parameter dict."""
+        value to its quantized value; :meth:`apply` does it for a parameter dict.
+        ``masks(name)`` gives a pruned tensor's 0/1 mask or None (read at every use: masks
+        are set after registration); a pruned tensor is coded dense, its zeros priced like
+        any symbol (the entropy model makes them cheap)."""
         quantizers = nn.ModuleDict()
         for index, (name, param) in enumerate(params.items()):
-            quantizer = self._quantizer(param, init_bits)
+            quantizer = self._quantizer(param)
             quantizers[str(index)] = quantizer
             self.parameters.append(_CodedTensor(name, quantizer, self._masked(param, name, masks)))
         return quantizers
@@ -268,9 +264,8 @@ class RateDistortion:
                 result[coded.name] = coded.quantizer(coded.value())
         return result
 
-    def _quantizer(self, param: torch.Tensor, init_bits: int | None) -> StepQuantizer:
-        return StepQuantizer(param, init_bits or self.init_bits, channel_axis(tuple(param.shape), 0),
-                             self.rounding).to(param.device)
+    def _quantizer(self, param: torch.Tensor) -> StepQuantizer:
+        return StepQuantizer(param, self.init_bits, channel_axis(tuple(param.shape), 0), self.rounding).to(param.device)
 
     @staticmethod
     def _masked(value: torch.Tensor, name: str, masks) -> Callable[[], torch.Tensor]:
@@ -279,15 +274,15 @@ class RateDistortion:
             return value if mask is None else value * mask
         return read
 
-    def quantize_output(self, name: str, module: nn.Module, sample: torch.Tensor, count: int,
-                        init_bits: int | None = None, axis: int = 1) -> ActivationQuantizer:
+    def quantize_output(self, module: nn.Module, sample: torch.Tensor, count: int, init_bits: int | None = None,
+                        axis: int = 1) -> ActivationQuantizer:
         """Quantize ``module``'s output (the activation the file stores, e.g. embeddings).
         The returned module must be attached to the trained model (so the optimiser and
         checkpoints see its steps)."""
         quantizer = ActivationQuantizer(sample, init_bits or self.init_bits, channel_axis(tuple(sample.shape), axis),
                                         self.rounding).to(sample.device)
         module.register_forward_hook(quantizer.hook)
-        self.activations.append((name, quantizer, int(count)))
+        self.activations.append((quantizer, int(count)))
         return quantizer
 
     # -- the rate ------------------------------------------------------------------
@@ -296,7 +291,7 @@ class RateDistortion:
         total = torch.zeros((), device=self.parameters[0].quantizer.log_step.device) if self.parameters else torch.zeros(())
         for coded in self.parameters:
             total = total + coded.quantizer.bits(coded.value())
-        for _, activation, count in self.activations:
+        for activation, count in self.activations:
             if activation.last is not None:  # a batch of the clip's ``count`` items
                 total = total + count / activation.last.shape[0] * activation.quantizer.bits(activation.last)
         return total
@@ -309,9 +304,6 @@ class RateDistortion:
     def quantized_parameters(self) -> dict[str, QuantizedTensor]:
         """name -> the file's tensor (step scheme, dense)."""
         return {coded.name: coded.quantizer.quantize(coded.value(), coded.name) for coded in self.parameters}
-
-    def quantizer_parameters(self) -> list[nn.Parameter]:
-        return [c.quantizer.log_step for c in self.parameters] + [a.quantizer.log_step for _, a, _ in self.activations]
 
 
 def estimated_payload_bits(tensors: Iterable[QuantizedTensor]) -> float:

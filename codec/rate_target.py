@@ -33,6 +33,7 @@ import numpy as np
 
 from ..bitstream import QuantizedTensor, TensorGroup
 from ..errors import NncError
+from ..units import SI_SUFFIXES
 from .base import option
 from .planning import default_model_size, first_solvable_size
 from .presets import PRESET_HELP, PRESET_NAMES, size_target_bpp
@@ -49,7 +50,6 @@ RESOLUTION = 32  # the search's grid: 1/32 of a bit
 CODED_SHARE = 0.8
 OVERHEAD_BYTES = 1500
 LARGEST_TARGET_SIZE = 1e9  # parameters: only a bound for the search of the smallest network
-RATE_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 
 
 def parse_bitrate(value) -> float:
@@ -61,7 +61,7 @@ def parse_bitrate(value) -> float:
         match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)", text)
         if match is None:
             raise NncError(f"--bitrate {value!r}: expected bits per second like 800k, 1.5M or 200000")
-        rate = float(match[1]) * RATE_SUFFIXES[match[2]]
+        rate = float(match[1]) * SI_SUFFIXES[match[2]]
     if not math.isfinite(rate) or rate <= 0:
         raise NncError(f"--bitrate {value!r}: must be a positive rate")
     return rate

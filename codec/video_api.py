@@ -192,12 +192,13 @@ def _land_on_target(compressed, model: str, header: dict, video: Video, device: 
     source = compressed.rate_target
     budget = source.target_bits
     decode_seconds = 0.0
-    for _ in range(LANDING_ATTEMPTS):
-        def file_bits(groups, record):
-            settings = dict(compressed.settings, rate_target=record)
-            trial = dict(header, encoder=_encoder_record(PSNR_STAND_IN, settings))
-            return 8 * len(encode_bitstream(Bitstream(codec=model, header=trial, groups=groups)))
 
+    def file_bits(groups, record):
+        settings = dict(compressed.settings, rate_target=record)
+        trial = dict(header, encoder=_encoder_record(PSNR_STAND_IN, settings))
+        return 8 * len(encode_bitstream(Bitstream(codec=model, header=trial, groups=groups)))
+
+    for _ in range(LANDING_ATTEMPTS):
         landing = land_on_target(source, file_bits, budget)
         compressed.settings["rate_target"] = landing.record
         bitstream = Bitstream(codec=model, header=header, groups=landing.groups)

@@ -25,9 +25,9 @@ from typing import Callable, Iterable, Iterator
 from .. import __version__
 from ..errors import NncError
 from ..fileio import write_atomically
+from ..units import parse_count
 from .baselines import ClassicalCodec, classical_codec
 
-SIZE_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 # The codec option each kind of nnc rate point sets (a codec's ``rate_option`` is its default kind).
 RATE_OPTIONS = {"size": "size", "lambda": "rate_lambda", "quality": "quality"}
 NNC_DEFAULT_RATES = {"size": (100e3, 375e3), "lambda": (1e-3, 3e-4), "quality": (1, 2, 3, 4, 5, 6)}
@@ -100,10 +100,10 @@ def bitstream_plan(path: Path) -> CodecPlan:
 def _parse_number(text: str, kind: str, codec: str) -> float | int:
     value = text.strip().lower()
     if kind == "size":
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)", value)
-        if not match or float(match[1]) * SIZE_SUFFIXES[match[2]] < 1:
+        size = parse_count(value)
+        if size is None or size < 1:
             raise NncError(f"--rates {codec}: {text!r} is not a model size (e.g. 100k, 375k, 1.5M)")
-        return float(match[1]) * SIZE_SUFFIXES[match[2]]
+        return size
     if kind == "file":
         return value
     if kind == "lambda":

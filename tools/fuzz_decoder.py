@@ -331,18 +331,25 @@ def m_insert_delete(rng, data, seeds):
     return join_file(version, chunks), f"{what} of chunk {i} (CRC fixed)"
 
 
-def m_field(rng, data, seeds):
-    """Set one field of a tensor group (counts, dimensions, lengths, bytes) to an extreme value."""
+def random_group_fields(rng, data):
+    """A random tensor group of the file: (version, chunks, its chunk index, its fields);
+    Skip when the file has none or an earlier mutation broke its payload."""
     version, chunks = split_file(data)
     groups = [i for i, (tag, _) in enumerate(chunks) if tag == TAG_GROUP]
     if not groups:
         raise Skip
     i = rng.choice(groups)
-    payload = chunks[i][1]
     try:
-        fields = group_fields(payload)
-    except (NncError, IndexError) as error:  # a payload an earlier mutation broke
+        fields = group_fields(chunks[i][1])
+    except (NncError, IndexError) as error:
         raise Skip from error
+    return version, chunks, i, fields
+
+
+def m_field(rng, data, seeds):
+    """Set one field of a tensor group (counts, dimensions, lengths, bytes) to an extreme value."""
+    version, chunks, i, fields = random_group_fields(rng, data)
+    payload = chunks[i][1]
     start, end, kind, what = rng.choice([f for f in fields if f[2] != "f32s"] if rng.random() < 0.85 else fields)
     if kind == "uvarint":
         value = rng.choice(INTERESTING_INTS) if rng.random() < 0.8 else rng.randrange(1 << rng.choice([8, 16, 32]))
@@ -724,16 +731,9 @@ def m_entropy(rng, data, seeds):
     stream is unchanged, so it now decodes under the wrong model."""
     from nnc.bitstream import entropy
 
-    version, chunks = split_file(data)
-    groups = [i for i, (tag, _) in enumerate(chunks) if tag == TAG_GROUP]
-    if not groups:
-        raise Skip
-    i = rng.choice(groups)
+    version, chunks, i, fields = random_group_fields(rng, data)
     payload = chunks[i][1]
-    try:
-        fields = [f for f in group_fields(payload) if f[2] == "model"]
-    except (NncError, IndexError) as error:
-        raise Skip from error
+    fields = [f for f in fields if f[2] == "model"]
     if not fields:
         raise Skip  # a group of raw byte strings only (CLC)
     start, end, _, what = rng.choice(fields)
