@@ -17,10 +17,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from nnc.bitstream import read_bitstream_file  # noqa: E402
 from nnc.codec.hnerv import HNeRVOptions  # noqa: E402
+from nnc.codec.nirvana import NIRVANAOptions  # noqa: E402
 from nnc.codec.video_api import decode_frames, encode_video  # noqa: E402
 from synthetic import synthetic_video  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "data" / "golden_hnerv.nnc"
+GOLDEN_NIRVANA = GOLDEN.with_name("golden_nirvana.nnc")
 
 
 def symbols_digest(bitstream) -> str:
@@ -38,7 +40,29 @@ def write_reference_frames(bitstream, path: Path) -> None:
     np.savez_compressed(path, frames=np.concatenate(list(decode_frames(bitstream))))
 
 
-if __name__ == "__main__":
+def make_nirvana_golden() -> None:
+    """NIRVANA: 8 frames of 32x64 in two groups of 4 (an intra group and a residual group),
+    independent 16x16 patches, so the file exercises the residual chain and the per-patch
+    upsampler.  ``python tests/make_golden.py nirvana``."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    video = synthetic_video(num_frames=8, height=32, width=64)
+    options = NIRVANAOptions(size=3000, epochs=20, lr=5e-3, rate_lambda=1e-3, device="cpu",
+                             show_progress=False, checkpoint_interval=0, force=True)
+    encode_video(video, GOLDEN_NIRVANA, "nirvana", options)
+    bitstream = read_bitstream_file(GOLDEN_NIRVANA)
+    data = GOLDEN_NIRVANA.read_bytes()
+    print(f"wrote {GOLDEN_NIRVANA} ({len(data)} bytes)")
+    print(f'GOLDEN_NIRVANA_SHA256 = "{hashlib.sha256(data).hexdigest()}"')
+    print(f'GOLDEN_NIRVANA_SYMBOLS_SHA256 = "{symbols_digest(bitstream)}"')
+    write_reference_frames(bitstream, GOLDEN_NIRVANA.with_name("golden_nirvana_frames.npz"))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["nirvana"]:
+    make_nirvana_golden()
+elif __name__ == "__main__":
     video = synthetic_video(num_frames=4, height=32, width=64)
     options = HNeRVOptions(size=4e4, epochs=20, batch_size=2, lr=5e-3, device="cpu", show_progress=False)
     encode_video(video, GOLDEN, "hnerv", options)

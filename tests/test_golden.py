@@ -106,3 +106,40 @@ def test_pfnr_file_from_before_issue_14_decodes_with_its_own_mode_count():
 
 def test_golden_reencodes_to_the_same_bytes():
     assert encode_bitstream(read_bitstream_file(GOLDEN)) == GOLDEN.read_bytes()
+
+
+# A NIRVANA file (``python tests/make_golden.py nirvana``): 8 frames of 64x32 in two groups
+# of 4, so it holds an intra group and a residual group (integer differences from the
+# first), with independent 16x16 patches.
+GOLDEN_NIRVANA = GOLDEN.with_name("golden_nirvana.nnc")
+GOLDEN_NIRVANA_FRAMES = GOLDEN.with_name("golden_nirvana_frames.npz")
+GOLDEN_NIRVANA_SHA256 = "c7ce0fb918f5f359041e50d234772539878fb1057850e454c82bb7cacf9405e2"
+GOLDEN_NIRVANA_SYMBOLS_SHA256 = "f224a75948e8fcd6c458ccf7377391933818fa9f752576539dcc2e86496f9740"
+
+
+def test_nirvana_golden_file_decodes_to_the_same_symbols_and_frames():
+    data = GOLDEN_NIRVANA.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_NIRVANA_SHA256
+    bitstream = read_bitstream_file(GOLDEN_NIRVANA)
+    assert bitstream.codec == "nirvana" and len(bitstream.groups) == 2
+    assert encode_bitstream(bitstream) == data
+    assert symbols_digest(bitstream) == GOLDEN_NIRVANA_SYMBOLS_SHA256
+    with np.load(GOLDEN_NIRVANA_FRAMES) as stored:
+        reference = stored["frames"]
+    assert reference.shape == (8, 32, 64, 3) and reference.dtype == np.uint8
+    frames = np.concatenate(list(decode_frames(bitstream)))
+    assert_same_frames_up_to_rounding(frames, reference)
+
+
+def test_nirvana_golden_region_decodes_from_its_own_patches():
+    """One 16x16 patch of the residual group, rendered alone, equals that crop of the
+    reference frames (patch-parallel decoding of a file already in users' hands)."""
+    from nnc.codec.nirvana import decode_region
+
+    bitstream = read_bitstream_file(GOLDEN_NIRVANA)
+    with np.load(GOLDEN_NIRVANA_FRAMES) as stored:
+        reference = stored["frames"]
+    region = (16, 32, 32, 48)  # top, left, bottom, right
+    batches = decode_region(bitstream.header["model"], bitstream.groups, 8, 32, 64, region, frames=range(4, 8))
+    frames = np.concatenate([float_to_frames(batch, 255) for batch in batches])
+    assert_same_frames_up_to_rounding(frames, reference[4:8, 16:32, 32:48])
