@@ -105,8 +105,11 @@ def build_dictionary(feature_model, images: list[np.ndarray], *, entries: int = 
                      pca_dim: int = 64, seed: int = 0, batch_size: int = 8, weights_sha256: str = "",
                      progress=None) -> CLCDictionary:
     """Cluster crops of ``images`` (uint8 HxWx3) into ``entries`` representative real crops."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+    try:
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import PCA
+    except ImportError:
+        raise NncError("building the CLC dictionary needs scikit-learn: pip install 'nnc-toolkit[train]'") from None
 
     crops, origins = candidate_crops(images, crop)
     if len(crops) < entries:
