@@ -106,8 +106,8 @@ def hnerv_baseline(names, videos, pixels, file_bytes, args, workdir: Path) -> di
         floor = smallest_hnerv(video) * 1.02
         size = max(share * 8 / bits_per_parameter, floor)
         path = workdir / f"hnerv_{name}.nnc"
-        options = make_options("hnerv", size=size, epochs=args.epochs, device=args.device,
-                               show_progress=not args.quiet, checkpoint_interval=0)
+        options = make_options("hnerv", size=size, epochs=args.epochs, batch_size=args.baseline_batch_size,
+                               device=args.device, show_progress=not args.quiet, checkpoint_interval=0)
         report = encode_video(video, path, "hnerv", options)
         decoded = decode_to_frames(path, device="cpu").frames
         psnr = mean_psnr(psnr_per_frame(video.frames, decoded, 255))
@@ -161,6 +161,34 @@ def pfnr_result(names, videos, args, argv, matrix, bit_exact, sizes, set_summary
     }
 
 
+def write_baseline(path: Path, names, baseline: dict, args, argv) -> None:
+    path.write_text(json.dumps({
+        "name": "nnc-hnerv-separate",
+        "description": f"one HNeRV per clip ({', '.join(names)}), budgets matching the PFNR set's total size",
+        "results": {"bpp": [baseline["bpp"]], "psnr-rgb": [baseline["mean_psnr"]]},
+        "meta": {"videos": baseline["videos"], "file_bytes": baseline["file_bytes"], "epochs": args.epochs,
+                 "batch_size": args.baseline_batch_size, "lr": 1e-3, "loss": "l2",
+                 "steps_per_frame": args.epochs / args.baseline_batch_size,
+                 "size_ratio_to_pfnr": baseline["size_ratio_to_pfnr"], "machine": machine_description(),
+                 "torch_threads": args.threads,
+                 "command": "python benchmarks/pfnr_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])},
+    }, indent=2) + "\n")
+
+
+def run_baseline_only(names, videos, pixels, args, argv, tag: str, workdir: Path) -> None:
+    if args.output is not None:
+        path = args.output
+    else:
+        results = args.out / "results"
+        stem = unused_stem(f"pfnr_{tag}_hnerv_baseline_b{args.baseline_batch_size}",
+                           lambda t: [results / f"{t}.json"])
+        path = results / f"{stem}.json"
+    baseline = hnerv_baseline(names, videos, pixels, args.baseline_only, args, workdir)
+    write_baseline(path, names, baseline, args, argv)
+    print(json.dumps({k: baseline[k] for k in ("bpp", "mean_psnr", "file_bytes")}, indent=2))
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", default="bunny,bus,park_joy,foreman", help="comma-separated, learned in this order")
@@ -175,6 +203,12 @@ def main(argv=None) -> None:
     parser.add_argument("--fso", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--baseline-batch-size", type=int, default=2,
+                        help="HNeRV baseline's frames per step: 2 is HNeRV's recipe; 1 gives it as many steps as "
+                             "PFNR's sessions (batch 1) at equal epochs")
+    parser.add_argument("--baseline-only", type=int, metavar="PFNR_FILE_BYTES", default=None,
+                        help="run only the HNeRV baseline, against a PFNR file of this many bytes from an earlier "
+                             "run (its JSON's file_bytes_after_each_session[-1])")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
     parser.add_argument("--tag", default=None)
     parser.add_argument("--output", type=Path, default=None,
@@ -200,6 +234,9 @@ def main(argv=None) -> None:
     pixels = [v.info.width * v.info.height * v.info.num_frames for v in videos]
 
     workdir = Path(tempfile.mkdtemp(prefix="pfnr_benchmark_"))
+    if args.baseline_only is not None:
+        run_baseline_only(names, videos, pixels, args, argv, tag, workdir)
+        return
     set_path = workdir / "set.nnc"
     matrix, hashes, sizes, session_seconds, stats = [], [], [], [], []
     for session, (name, video) in enumerate(zip(names, videos)):
@@ -241,14 +278,7 @@ def main(argv=None) -> None:
     print(f"wrote {out_json}", flush=True)
     if not args.skip_baseline:
         baseline = hnerv_baseline(names, videos, pixels, file_bytes, args, workdir)
-        baseline_json.write_text(json.dumps({
-            "name": "nnc-hnerv-separate",
-            "description": f"one HNeRV per clip ({', '.join(names)}), budgets matching the PFNR set's total size",
-            "results": {"bpp": [baseline["bpp"]], "psnr-rgb": [baseline["mean_psnr"]]},
-            "meta": {"videos": baseline["videos"], "file_bytes": baseline["file_bytes"], "epochs": args.epochs,
-                     "size_ratio_to_pfnr": baseline["size_ratio_to_pfnr"], "machine": machine_description(),
-                     "torch_threads": args.threads},
-        }, indent=2) + "\n")
+        write_baseline(baseline_json, names, baseline, args, argv)
         result["meta"]["hnerv_baseline"] = baseline
         out_json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"pfnr": result["results"], "hnerv": baseline and {k: baseline[k] for k in ("bpp", "mean_psnr")},
