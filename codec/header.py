@@ -45,6 +45,10 @@ def check_header(codec_name: object, header: object) -> CheckedHeader:
         from .pfnr import parse_set_header  # the one multi-video format
 
         config, videos = parse_set_header(model)
+        if header.get("media") is not None:
+            # nnc writes each video's media in the set's model header and none at the top;
+            # one found there is still checked, since `nnc info` prints it.
+            parse_media(header.get("media"), "top-level media header of a video set")
         return CheckedHeader(codec, config, videos)
     info = parse_media(header.get("media"))
     return CheckedHeader(codec, codec.parse_config(model), [info])

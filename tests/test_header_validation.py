@@ -164,3 +164,28 @@ def test_media_round_trip_and_limits():
     assert VideoInfo.from_dict(json.loads(json.dumps(MEDIA))).to_dict() == MEDIA
     biggest = dict(MEDIA, width=16384, height=16384, num_frames=10**6)
     assert VideoInfo.from_dict(biggest).num_frames == 10**6  # the format's limits are inclusive
+
+
+@pytest.mark.parametrize("media", ["x" * 300, 3, [], {"width": "wide"}])
+def test_video_set_with_a_hostile_top_level_media_is_refused_in_one_line(tmp_path, media):
+    """A PFNR set keeps each video's media in its model header and writes none at the
+    top; one added there (found by the fuzzer: `nnc info` crashed printing it) is checked
+    like any media header, by info and decode alike."""
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from nnc.bitstream import encode_bitstream, read_bitstream_file
+    from nnc.cli.main import main
+
+    golden = Path(__file__).parent / "data" / "golden_pfnr_fso3.nnc"
+    bitstream = read_bitstream_file(golden)
+    bitstream.header["media"] = media
+    path = tmp_path / "set.nnc"
+    path.write_bytes(encode_bitstream(bitstream))
+    for arguments in (["info", str(path)], ["decode", str(path), "-o", str(tmp_path / "out.y4m")]):
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 3, result.output
+        [line] = result.output.strip().splitlines()
+        assert line.startswith("nnc: not a valid .nnc file: bad top-level media header of a video set")
+    assert not (tmp_path / "out.y4m").exists()
