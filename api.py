@@ -57,21 +57,30 @@ def _video_from_array(frames: np.ndarray, fps) -> "Video":
     return Video(frames=np.ascontiguousarray(array), info=info)
 
 
-def encode(source, output=None, model: str = "hnerv", *, fps=25, show_progress: bool = True, **options):
+def encode(source, output=None, model: str = "hnerv", *, fps=25, frames=None, show_progress: bool = True,
+           **options):
     """Encode a video file, image file or RGB array into a .nnc file; returns the encode report
     (``.path``, ``.file_bytes``, ``.bpp``, ``.psnr``, ``.stats``), or with ``dry_run=True``
     the plan (``.plan``) and nothing written.
 
-    ``output`` defaults to the source's name with ``.nnc`` (a temporary file for arrays)."""
+    ``output`` defaults to the source's name with ``.nnc`` (a temporary file for arrays).
+    ``frames`` is ``--frames``: N (the first N), ``"10:20"`` or ``(10, 20)`` (STOP exclusive)."""
     from .codec.files import encode_file, encode_media, make_options
+    from .units import parse_frame_range
 
     if "size" in options and options["size"] is not None:
         options["size"] = _model_size(options["size"])
+    start, stop = parse_frame_range(frames, "frames") or (0, None)
     built = make_options(model, show_progress=show_progress, **options)
     if isinstance(source, (str, Path)):
         output = Path(output) if output is not None else Path(source).with_suffix(".nnc")
-        return encode_file([Path(source)], output, model, built)
+        media = {"start_frame": start, "max_frames": None if stop is None else stop - start}
+        return encode_file([Path(source)], output, model, built, media=media)
     video = _video_from_array(source, fps)
+    if (start, stop) != (0, None):
+        if start >= video.info.num_frames:
+            raise NncError(f"frames start at {start}, but the array has {video.info.num_frames} frames")
+        video = _video_from_array(video.frames[start:stop], fps)
     if output is None:
         handle = tempfile.NamedTemporaryFile(prefix="nnc-", suffix=".nnc", delete=False)
         handle.close()
@@ -79,17 +88,19 @@ def encode(source, output=None, model: str = "hnerv", *, fps=25, show_progress: 
     return encode_media(video, Path(output), model, built)
 
 
-def decode(path, *, frames: tuple[int, int] | None = None, device: str = "cpu") -> np.ndarray:
+def decode(path, *, frames: int | str | tuple[int, int | None] | None = None, device: str = "cpu") -> np.ndarray:
     """The decoded RGB frames of a .nnc file: numpy (T, H, W, 3), uint8 (uint16 above 8 bits).
-    ``frames=(start, stop)`` decodes only those."""
+    ``frames`` decodes only some, as ``nnc decode --frames``: N (the first N), ``"10:20"`` or
+    ``(10, 20)`` (STOP exclusive; ``(10, None)`` to the end)."""
     from .bitstream import read_bitstream_file
     from .codec.files import decode_to_frames
     from .codec.video_api import decode_frames, resolve_frame_range, media_info
+    from .units import parse_frame_range
 
     if frames is None:
         return decode_to_frames(Path(path), device=device).frames
     bitstream = read_bitstream_file(Path(path))
-    wanted = resolve_frame_range(tuple(frames), media_info(bitstream).num_frames)
+    wanted = resolve_frame_range(parse_frame_range(frames, "frames"), media_info(bitstream).num_frames)
     return np.concatenate(list(decode_frames(bitstream, device=device, frames=wanted)))
 
 

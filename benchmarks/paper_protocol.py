@@ -55,8 +55,8 @@ def plan(model: str, uvg: Path, bunny: Path | None = None) -> dict:
         size = scaled_config(NIRVANA_SIREN_WIDTH).parameter_count()
         out = REPO / "benchmarks" / "bitstreams" / "paper_nirvana_uvg"
         commands = [[PYTHON, "-m", "nnc.cli.main", "encode", str(uvg / UVG_FILE.format(name=name)),
-                     "--size", "1920x1080", "--pix-fmt", "yuv420p", "--fps", "120", "--model", "nirvana",
-                     "--size", str(size), "--lambda", "0.001", "--device", "cuda",
+                     "--video-size", "1920x1080", "--pix-fmt", "yuv420p", "--fps", "120", "--model", "nirvana",
+                     "--params", str(size), "--lambda", "0.001", "--device", "cuda",
                      "-o", str(out / f"{name}.nnc")] for name in UVG_VIDEOS]
         data = "UVG, 7 videos, 1920x1080 (600 frames; ShakeNDry 300)"
     elif model == "pfnr":

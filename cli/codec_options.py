@@ -68,10 +68,9 @@ def codec_options(codecs: list, exclude: tuple[str, ...] = ()) -> list[click.Opt
         item = owners[0].Options.fields()[name]
         value_type = owners[0].Options.field_types()[name]
         flag, help_text = flag_of(item), merged_help(codecs, name)
-        if name == "size":  # shared with the frame size of raw input: parsed by the command
-            params.append(click.Option(["--size", "sizes"], multiple=True,
-                                       help="WxH: the frame size of raw .yuv input; otherwise the model size in "
-                                            f"parameters (1.5M, 375k). {help_text} Repeatable."))
+        if name == "size":  # --params 1.5M: parsed by the command (units.parse_count), errors in one line
+            params.append(click.Option([flag, name], type=str, default=None, metavar="N",
+                                       help=f"Model size in parameters: 1.5M, 375k, 200000. {help_text}"))
             continue
         choices = sorted({v for c in owners for v in (c.Options.fields()[name].metadata.get("choices") or ())})
         if value_type is bool and item.default is None:  # on, off, or the codec decides

@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from ..errors import NncError
+from ..errors import EXIT_INTERNAL_ERROR, EXIT_OUT_OF_MEMORY, NncError
 from ..fileio import Terminated
 
 
@@ -38,16 +38,16 @@ def reports_errors(function):
             sys.exit(128 + signum)
         except MemoryError:
             click.echo(f"nnc: {CPU_MEMORY_ADVICE}", err=True)
-            sys.exit(4)
+            sys.exit(EXIT_OUT_OF_MEMORY)
         except Exception as error:  # a bug: keep the one-line contract, offer the traceback
             advice = _out_of_memory_advice(error)
             if advice:
                 click.echo(f"nnc: {advice}", err=True)
-                sys.exit(4)
+                sys.exit(EXIT_OUT_OF_MEMORY)
             if os.environ.get("NNC_DEBUG"):
                 traceback.print_exc()
             click.echo(f"nnc: internal error: {type(error).__name__}: {error} (set NNC_DEBUG=1 for details)", err=True)
-            sys.exit(70)
+            sys.exit(EXIT_INTERNAL_ERROR)
 
     return wrapper
 
@@ -58,7 +58,7 @@ def _raise_keyboard_interrupt(signum, frame):
     raise Terminated(signum)
 
 
-CPU_MEMORY_ADVICE = "out of memory: try a smaller --batch-size, fewer frames (--frames N) or a smaller --size"
+CPU_MEMORY_ADVICE = "out of memory: try a smaller --batch-size, fewer frames (--frames N) or a smaller --params"
 GPU_MEMORY_ADVICE = "out of GPU memory: try a smaller --batch-size, fewer frames (--frames N) or --device cpu"
 # What torch's allocators say when they fail (CUDA, the CPU allocator, MPS, HIP).
 _OUT_OF_MEMORY_TEXT = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")

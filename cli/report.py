@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..units import plural
 from .errors import reports_errors
 
 
@@ -24,7 +25,8 @@ from .errors import reports_errors
                    "Defaults: CRF 22,27,32,37 (x264/x265), 27,35,43,51 (SVT-AV1); quality 20,40,60,80,95 "
                    "(jpeg/webp); sizes 100k,375k (nnc models).")
 @click.option("--frames", type=click.IntRange(min=1), help="Use the first N frames of each video.")
-@click.option("--crop", metavar="HxW", help="Centre crop, height first (HNeRV's UVG protocol: 960x1920).")
+@click.option("--crop", metavar="WxH",
+              help="Centre crop, width first as --video-size and ffmpeg (HNeRV's UVG protocol: 1920x960).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs of nnc models (default: the model's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Device of the nnc models' jobs.")
@@ -72,9 +74,10 @@ def report(dataset, root, codecs, rates, frames, crop, epochs, device, seed, anc
         sys.exit(130)
     for line in outcome.skipped:
         click.echo(f"nnc: skipped {line}", err=True)
-    click.echo(f"wrote {outcome.output / 'index.html'}: {outcome.jobs_total} jobs ({outcome.jobs_cached} cached, "
+    click.echo(f"wrote {outcome.output / 'index.html'}: {plural(outcome.jobs_total, 'job')} "
+               f"({outcome.jobs_cached} cached, "
                f"{outcome.jobs_run} run, {len(outcome.failed)} failed)")
     if outcome.failed:
-        click.echo(f"nnc: {len(outcome.failed)} of {outcome.jobs_total} jobs failed (listed above and in "
+        click.echo(f"nnc: {len(outcome.failed)} of {plural(outcome.jobs_total, 'job')} failed (listed above and in "
                    "index.html); the report was built from the rest", err=True)
         sys.exit(1)

@@ -54,9 +54,14 @@ def option(default: Any, help: str, *, flag: str | None = None, choices: tuple |
                                             "metavar": metavar})
 
 
+# Fields whose command-line flag is not their name, for every codec: the model size is
+# ``--params`` (``--size`` was both it and the raw frame size, now ``--video-size``).
+FLAG_NAMES = {"size": "--params"}
+
+
 def flag_of(item: dataclasses.Field) -> str:
     """The command-line spelling of an option field: ``--batch-size`` for ``batch_size``."""
-    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+    return item.metadata.get("flag") or FLAG_NAMES.get(item.name) or "--" + item.name.replace("_", "-")
 
 
 def describe_range(meta) -> str:

@@ -9,9 +9,15 @@ from ..bitstream import inspect_bitstream
 from ..bitstream.container import read_bitstream_bytes
 from .header import check_header, encoder_record, parse_media
 from .registry import codec_names
+from ..units import plural
 
 
 MemberDescriber = Callable[[dict], "tuple[dict, list[str]] | None"]
+
+
+def _frames(count) -> str:
+    """``1 frame``, ``8 frames`` (a header value: printed as it is when not a count)."""
+    return plural(count, "frame") if isinstance(count, int) and not isinstance(count, bool) else f"{count} frames"
 
 
 def describe_file(path: Path, describe_members: MemberDescriber | None = None) -> dict:
@@ -47,7 +53,7 @@ def describe_file(path: Path, describe_members: MemberDescriber | None = None) -
         fps = media.get("fps")
         fps_text = f"{fps[0]}/{fps[1]}" if isinstance(fps, list) and len(fps) == 2 else str(fps)
         lines.append(
-            f"  media: {media.get('width')}x{media.get('height')}, {media.get('num_frames')} frames @ {fps_text} fps, "
+            f"  media: {media.get('width')}x{media.get('height')}, {_frames(media.get('num_frames'))} @ {fps_text} fps, "
             f"{media.get('pix_fmt')} {media.get('bit_depth')}-bit, colour {media.get('color_matrix')} "
             f"{media.get('color_range')}"
         )

@@ -29,6 +29,7 @@ from .image_api import IMAGE_SUFFIXES, encode_image, image_as_video, image_frame
 from .registry import codec_classes, get_codec
 from .video_api import (EncodeReport, check_output_path, decode_frames, encode_video, media_info,
                         resolve_frame_range, write_video)
+from ..units import plural
 from .video_set_api import SetReport, append_to_set, decode_video_set_member, describe_set, encode_video_set, open_set
 
 Log = Callable[[str], None]
@@ -144,7 +145,9 @@ def _append_outcome(set_path: Path, input: Path, videos_before: int) -> str:
 
 def _describe_input(path: Path, video: Video) -> str:
     info = video.info
-    return f"{path}: {info.width}x{info.height}, {info.num_frames} frames @ {float(info.fps):.3f} fps, {info.pix_fmt}"
+    name = "stdin" if str(path) == "-" else path
+    return (f"{name}: {info.width}x{info.height}, {plural(info.num_frames, 'frame')} @ {float(info.fps):.3f} fps, "
+            f"{info.pix_fmt}")
 
 
 def _kind_of(bitstream: Bitstream) -> CodecKind:

@@ -80,7 +80,7 @@ class HiNeRVOptions(RateDistortionOptions, RateTargetOptions, VideoCodecOptions)
 
     size: float | None = option(None, "Model size in parameters (decoder + all grids; " + DEFAULT_SIZE_HELP + ", or the "
                                       "size of --hinerv-config).", low=1)
-    hinerv_config: str | None = option(None, "One of the authors' bunny configs instead of --size.",
+    hinerv_config: str | None = option(None, "One of the authors' bunny configs instead of --params.",
                                        choices=tuple(PRESETS))
     epochs: int = option(300, "Training epochs.", low=1)
     batch_size: int = option(1, "Frames per training step (with patches: the patches of that many frames).", low=1)
@@ -103,7 +103,7 @@ class HiNeRVOptions(RateDistortionOptions, RateTargetOptions, VideoCodecOptions)
 
 def resolve_config(settings: dict, height: int, width: int, num_frames: int, video=None) -> HiNeRVConfig:
     if settings["hinerv_config"] is not None and settings["size"] is not None:
-        raise NncError("give --size or --hinerv-config, not both")
+        raise NncError("give --params or --hinerv-config, not both")
     try:
         if settings["hinerv_config"] is not None:
             return preset_config(settings["hinerv_config"], height, width, num_frames)
@@ -241,7 +241,7 @@ class HiNeRVCodec(Codec):
     def check_options(self, options: HiNeRVOptions) -> None:
         options.validate()
         if options.size is not None and options.hinerv_config is not None:
-            raise NncError("give --size or --hinerv-config, not both")
+            raise NncError("give --params or --hinerv-config, not both")
 
     def compress(self, video, options: HiNeRVOptions) -> CompressedVideo:
         device = resolve_device(options.device)

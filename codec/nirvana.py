@@ -72,6 +72,7 @@ from .registry import register_codec
 from .planning import Phase, make_planner, video_recipe
 from .training import Progress, TrainSettings, fit, psnr_from_mse, tune_malloc
 from .training_hooks import RateTerm, TrainingHook
+from ..units import plural
 
 GROUP_PREFIX = "group"
 # ``epochs`` counts optimiser steps per group (each step renders all G frames of the
@@ -404,7 +405,7 @@ class NIRVANACodec(Codec):
         ]
         total_steps = sum(int(settings["epochs"]) * (INTRA_FACTOR - 1 + -(-len(j.frames) // group_size)) for j in jobs)
         started = time.perf_counter()
-        with ProgressBar(total_steps, f"nirvana {width}x{height}x{num_frames} ({num_groups} groups)",
+        with ProgressBar(total_steps, f"nirvana {width}x{height}x{num_frames} ({plural(num_groups, 'group')})",
                          enabled=options.show_progress) as progress:
             if len(jobs) == 1:
                 # Rate-trained: the size is chosen by --lambda, so no size estimate (None).

@@ -34,6 +34,7 @@ from ..bitstream import QuantizedTensor, TensorGroup, quantize_lowest_cost_axis,
 from ..errors import InvalidBitstreamError, NncError
 from ..media import VideoInfo
 from ..models import pfnr as pfnr_model
+from ..units import plural
 from .base import Codec, CodecKind, CodecOptions, CompressedVideo, option, resolve_device
 from .registry import register_codec
 from .training import TrainSettings, fit
@@ -383,7 +384,7 @@ class PFNRCodec(Codec):
         if len(groups) != len(infos):
             raise InvalidBitstreamError(f"PFNR file lists {len(infos)} videos but holds {len(groups)} groups")
         if not 0 <= video_index < len(infos):
-            raise NncError(f"video {video_index} does not exist: the file holds {len(infos)} videos")
+            raise NncError(f"video {video_index} does not exist: the file holds {plural(len(infos), 'video')}")
         info = infos[video_index]
         if (info.num_frames, info.height, info.width) != (num_frames, height, width):
             raise InvalidBitstreamError(f"PFNR video {video_index} is {info.width}x{info.height}x{info.num_frames}, "

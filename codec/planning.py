@@ -26,6 +26,7 @@ from typing import Callable
 
 from ..errors import NncError
 from ..fileio import human_size
+from ..units import plural
 from .training_hooks import TimeBudget, TrainingRun
 
 CALIBRATION_STEPS = 4  # timed steps after the first one (which pays one-off costs)
@@ -60,7 +61,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.3g} h"
 
 
-# The model size when --size is not given follows the input: about DEFAULT_TARGET_BPP bits
+# The model size when --params is not given follows the input: about DEFAULT_TARGET_BPP bits
 # per pixel at 8 bits a parameter, HNeRV's published bunny setting (1.5M parameters for 132
 # frames of 1280x720, ~0.1 bpp), kept within [SMALLEST_DEFAULT_SIZE, LARGEST_DEFAULT_SIZE].
 # A fixed 1.5M gave a 10-frame 160x90 clip about 80 bpp, far more than its raw size.
@@ -173,7 +174,7 @@ def check_file_size(recipe: Recipe, force: bool, log: Callable[[str], None]) -> 
     # The estimate is an upper bound (parameters x bits before entropy coding, which saves
     # ~10-25% on trained weights): refuse only when it is clearly larger, warn near the line.
     if not force and recipe.stored_bits > REFUSE_ABOVE_RAW * recipe.raw_bits:
-        raise NncError(message + ": choose a smaller --size, or --force to encode anyway")
+        raise NncError(message + ": choose a smaller --params, or --force to encode anyway")
     log(f"nnc: warning: {message}")
 
 
@@ -253,12 +254,12 @@ class SchedulePlanner(TimeBudget):
         runs = {p.name: p.runs for p in recipe.phases if p.runs > 1}
         if runs:
             phases_text += " (per group)"
-        text = (f"nnc: estimate: {recipe.model}, {recipe.parameters:,} parameters, {steps:,} steps "
+        text = (f"nnc: estimate: {recipe.model}, {plural(recipe.parameters, 'parameter')}, {plural(steps, 'step')} "
                 f"(epochs: {phases_text}) at {self.seconds_per_step or 0:.3g} s/step: about {format_duration(seconds)}")
         if self.budget is not None:
             text += f" (planned to fit the {format_duration(self.budget)} time budget)"
         elif seconds > LONG_RUN_SECONDS:
-            text += ("; to finish sooner: --time-budget 20m, fewer frames (--frames N), a smaller --size, "
+            text += ("; to finish sooner: --time-budget 20m, fewer frames (--frames N), a smaller --params, "
                      "or a GPU (--device cuda)")
         bpp = recipe.estimated_bpp()
         return {"model": recipe.model, "parameters": recipe.parameters, "epochs": epochs, "steps": steps,
@@ -296,8 +297,8 @@ class PlanReport:
             f"at most about {plan['estimated_bpp']:.3f} bpp ({plan['estimated_bytes']:,} bytes before entropy coding)")
         epochs = ", ".join(f"{name} {count}" for name, count in plan["epochs"].items() if count > 0)
         budget = "" if plan["time_budget"] is None else f", time budget {format_duration(plan['time_budget'])}"
-        return (f"dry run (nothing written): model {plan['model']}, {plan['parameters']:,} parameters, "
-                f"epochs {epochs} ({plan['steps']:,} steps){budget}, estimated training time "
+        return (f"dry run (nothing written): model {plan['model']}, {plural(plan['parameters'], 'parameter')}, "
+                f"epochs {epochs} ({plural(plan['steps'], 'step')}){budget}, estimated training time "
                 f"{format_duration(plan['estimated_seconds'])}, estimated size {bpp}; raw video "
                 f"{plan['raw_bytes']:,} bytes")
 

@@ -4,7 +4,7 @@ A preset fills in the options the user did not give (:meth:`nnc.codec.base.Codec
 applies it, so an explicit ``--epochs`` or ``--finetune-epochs`` wins, also when it equals
 the default).  Its model size target is a bpp the default size rule aims at (the same rule
 as without a preset, :func:`nnc.codec.planning.default_model_size`: parameters x 8 bits,
-within 20k..1.5M, the next solvable size up for tiny clips); an explicit ``--size``,
+within 20k..1.5M, the next solvable size up for tiny clips); an explicit ``--params``,
 ``--bpp`` or ``--bitrate`` replaces it.  Without a preset nothing changes: the default
 size aims at 0.1 bpp and each codec keeps its published recipe.
 

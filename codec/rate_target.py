@@ -73,7 +73,7 @@ class RateTargetOptions:
 
     bpp: float | None = option(None, "Target file size in bits per pixel (every byte of the file over every pixel "
                                      "of every frame): sets the model size, then the quantization is searched so "
-                                     "that the file lands at or just under it. Not with --size or --bitrate.",
+                                     "that the file lands at or just under it. Not with --params or --bitrate.",
                                low=0, low_open=True)
     bitrate: float | None = option(None, "Target bits per second of video (800k, 1.5M), from the clip's frame "
                                          "rate; as --bpp otherwise.", low=0, low_open=True, metavar="RATE")
@@ -98,7 +98,7 @@ class RateTargetOptions:
             return
         if self.bpp is not None and self.bitrate is not None:
             raise NncError("give --bpp or --bitrate, not both")
-        for name, other in (("size", "--size"), ("hinerv_config", "--hinerv-config"), ("rate_lambda", "--lambda")):
+        for name, other in (("size", "--params"), ("hinerv_config", "--hinerv-config"), ("rate_lambda", "--lambda")):
             if getattr(self, name, None) is not None:
                 raise NncError(f"{flag} chooses the model size and quantization itself; give {flag} or {other}, "
                                "not both")
@@ -142,7 +142,7 @@ def smallest_solvable_size(solve: Callable[[float], object], start: float) -> fl
 
 def choose_model_size(settings: dict, video, solve: Callable[[float], object], bits_per_parameter: float,
                       model: str) -> float:
-    """The model size (parameters) for ``settings`` when ``--size`` is not given.
+    """The model size (parameters) for ``settings`` when ``--params`` is not given.
 
     A rate target (``bpp``/``bitrate``): the size whose entropy-coded values at the
     recipe's ``bits_per_parameter`` plus OVERHEAD_BYTES come to the target; the

@@ -20,6 +20,7 @@ from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, write_bit
 from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..fileio import exclusive_lock
 from ..metrics import mean_psnr, psnr_per_frame
+from ..units import plural
 from ..media import Video, VideoInfo, VideoWriter
 from .base import CodecOptions, float_to_frames
 from .planning import PlanOnly, PlanReport
@@ -56,7 +57,8 @@ def resolve_frame_range(frame_range: tuple[int, int | None] | None, num_frames: 
     start, stop = frame_range
     stop = num_frames if stop is None else min(stop, num_frames)
     if start < 0 or start >= num_frames:
-        raise NncError(f"--frames starts at {start}, but the video has {num_frames} frames (0..{num_frames - 1})")
+        raise NncError(f"--frames starts at {start}, but the video has {plural(num_frames, 'frame')} "
+                       f"(0..{num_frames - 1})")
     return range(start, stop)
 
 

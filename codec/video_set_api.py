@@ -27,6 +27,7 @@ from .base import float_to_frames
 from .header import finite_number, safe_text
 from .pfnr import PFNRCodec, PFNROptions, SetState, apply_group, decode_session, empty_state, parse_set_header, replay
 from .video_api import check_output_path, resolve_frame_range
+from ..units import plural
 
 CODEC = PFNRCodec.name
 
@@ -42,7 +43,7 @@ class SetReport:
     appended: bool = False  # by `nnc append` (else a new set)
 
     def summary(self) -> str:
-        lines = [f"  video {v['video']}: {v['name']}, {v['frames']} frames, PSNR {v['psnr']:.2f} dB (RGB, after "
+        lines = [f"  video {v['video']}: {v['name']}, {plural(v['frames'], 'frame')}, PSNR {v['psnr']:.2f} dB (RGB, after "
                  f"quantization), its session {v['group_bytes']} bytes ({v['group_bpp']:.4f} bpp)" for v in self.videos]
         verb = "appended to" if self.appended else "wrote"
         lines.append(f"{verb} {self.path}: {self.file_bytes} bytes in all, {self.encode_seconds:.1f} s")
@@ -183,10 +184,10 @@ def decode_video_set_member(bitstream: Bitstream, output: str | os.PathLike, *, 
     model_header, infos = read_set(bitstream)
     if video_index is None:
         if len(infos) != 1:
-            raise NncError(f"the file holds {len(infos)} videos (0..{len(infos) - 1}): choose one with --video N")
+            raise NncError(f"the file holds {plural(len(infos), 'video')} (0..{len(infos) - 1}): choose one with --video N")
         video_index = 0
     if not 0 <= video_index < len(infos):
-        raise NncError(f"--video {video_index}: the file holds {len(infos)} videos (0..{len(infos) - 1})")
+        raise NncError(f"--video {video_index}: the file holds {plural(len(infos), 'video')} (0..{len(infos) - 1})")
     config, _ = parse_set_header(model_header)
     info = infos[video_index]
     frames = resolve_frame_range(frame_range, info.num_frames)
@@ -204,7 +205,7 @@ def decode_session_frames(bitstream: Bitstream, video_index: int, *, device: str
     """Yield every frame of video ``video_index`` of a set, (N, H, W, 3) integer RGB batches."""
     model_header, infos = read_set(bitstream)
     if not 0 <= video_index < len(infos):
-        raise NncError(f"--video {video_index}: the file holds {len(infos)} videos (0..{len(infos) - 1})")
+        raise NncError(f"--video {video_index}: the file holds {plural(len(infos), 'video')} (0..{len(infos) - 1})")
     config, _ = parse_set_header(model_header)
     info = infos[video_index]
     state = replay(config, bitstream.groups[: video_index + 1])
@@ -224,7 +225,7 @@ def describe_set(summary: dict) -> tuple[dict, list[str]]:
     shared = summary["header_bytes"] + summary["container_bytes"]
     total_pixels = sum(i.width * i.height * i.num_frames for i in infos)
     videos, lines = [], []
-    lines.append(f"  PFNR set: {len(infos)} videos, {summary['file_bytes'] * 8 / total_pixels:.5f} "
+    lines.append(f"  PFNR set: {plural(len(infos), 'video')}, {summary['file_bytes'] * 8 / total_pixels:.5f} "
                  f"bpp over all of them; backbone {config.backbone_parameter_count()} weights, "
                  f"FSO {'stage ' + str(config.fso_stage) if config.fso else 'off'}")
     lines.append(f"  shared bytes: {shared} (header with every video's record {summary['header_bytes']}, "
@@ -246,7 +247,7 @@ def describe_set(summary: dict) -> tuple[dict, list[str]]:
         }
         videos.append(entry)
         lines.append(
-            f"  video {index}: {safe_text(record.get('source') or '?')} {info.width}x{info.height}, {info.num_frames} frames, "
+            f"  video {index}: {safe_text(record.get('source') or '?')} {info.width}x{info.height}, {plural(info.num_frames, 'frame')}, "
             f"group {group['bytes']} bytes ({entry['group_bpp']:.5f} bpp: masks {mask_bits / 8:.0f}, "
             f"new weights {value_bits / 8:.0f}, head {head_bits / 8:.0f}, side info {group['side_info_bytes']})"
             + (f", PSNR-RGB {psnr:.2f} dB" if psnr is not None else "")

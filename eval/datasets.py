@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import MediaError, NncError
 from ..media import Video, VideoInfo, read_video
 from ..media.reader import raw_frame_bytes
+from ..units import plural
 
 # Official UVG sequences (Mercat et al., MMSys 2020) with their frame counts.
 UVG_FRAMES = {"beauty": 600, "bosphorus": 600, "honeybee": 600, "jockey": 600, "readysteadygo": 600,
@@ -45,7 +46,7 @@ class InputSpec:
     kind: str  # "clip", "image", "raw", "bunny-cpu"
     path: str
     frames: int | None = None  # first N frames only
-    crop: tuple[int, int] | None = None  # centre crop (height, width), as the INR papers' protocols
+    crop: tuple[int, int] | None = None  # centre crop (height, width); --crop is WxH
     raw_size: tuple[int, int] | None = None  # (width, height) of a raw .yuv
     raw_pix_fmt: str | None = None
     raw_fps: int | None = None
@@ -66,7 +67,7 @@ class InputSpec:
         if self.kind == "bunny-cpu":
             parts = ["bunny CPU tier (132 frames, centre crop 1280x640, area-downscaled to 640x320)"]
         if self.frames:
-            parts.append(f"first {self.frames} frames")
+            parts.append(f"first {plural(self.frames, 'frame')}")
         if self.crop:
             parts.append(f"centre crop {self.crop[1]}x{self.crop[0]}")
         return ", ".join(parts)
@@ -93,8 +94,8 @@ class InputSpec:
         if self.frames and count is not None and count < self.frames:
             raise MediaError(f"{self.name}: --frames {self.frames}, but it has only {count}")
         if self.crop and (self.crop[0] > height or self.crop[1] > width):
-            raise MediaError(f"{self.name}: --crop {self.crop[0]}x{self.crop[1]} is larger than its "
-                             f"{height}x{width} frames")
+            raise MediaError(f"{self.name}: --crop {self.crop[1]}x{self.crop[0]} is larger than its "
+                             f"{width}x{height} frames")
 
     def load(self) -> Video:
         if self.kind == "bunny-cpu":
@@ -159,10 +160,10 @@ class InputSpec:
 
 
 def centre_crop(video: Video, height: int, width: int, *, name: str = "input") -> Video:
-    """The centre ``height`` x ``width`` of every frame (HNeRV's 640x1280 / 960x1920 protocols)."""
+    """The centre ``height`` x ``width`` of every frame (HNeRV's 1280x640 / 1920x960 protocols, WxH)."""
     info = video.info
     if height > info.height or width > info.width:
-        raise MediaError(f"{name}: --crop {height}x{width} is larger than its {info.height}x{info.width} frames")
+        raise MediaError(f"{name}: --crop {width}x{height} is larger than its {info.width}x{info.height} frames")
     top, left = (info.height - height) // 2, (info.width - width) // 2
     frames = np.ascontiguousarray(video.frames[:, top : top + height, left : left + width])
     return Video(frames=frames, info=replace(info, width=width, height=height))
@@ -210,13 +211,14 @@ def read_image(path: Path) -> Video:
 
 
 def parse_crop(text: str | None) -> tuple[int, int] | None:
-    """``--crop HxW`` (height first, as the papers write 640x1280) -> (height, width)."""
+    """``--crop WxH`` (width first, as ``--video-size`` and ffmpeg; HNeRV's UVG crop is
+    1920x960) -> (height, width), the order the crop is stored and applied in."""
     if text is None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise NncError(f"--crop {text!r}: expected HEIGHTxWIDTH, e.g. 960x1920")
-    return int(match[1]), int(match[2])
+        raise NncError(f"--crop {text!r}: expected WIDTHxHEIGHT, e.g. 1920x960")
+    return int(match[2]), int(match[1])
 
 
 def uvg_inputs(root: Path, frames: int | None, crop: tuple[int, int] | None) -> list[InputSpec]:

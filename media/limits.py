@@ -16,6 +16,7 @@ import av
 
 from ..errors import MediaError
 from ..fileio import human_size
+from ..units import plural
 from .clip import VideoInfo
 
 # Largest frame decoded without --max-pixels: DCI 4K (4096x2160) and UHD fit, 8K does
@@ -71,7 +72,7 @@ def check_output_limits(info: VideoInfo, format: str, *, num_frames: int | None 
     if estimate > max_output_bytes:
         frames = info.num_frames if num_frames is None else num_frames
         raise MediaError(
-            f"decoding {frames} frames of {info.width}x{info.height} to {format} would write about "
+            f"decoding {plural(frames, 'frame')} of {info.width}x{info.height} to {format} would write about "
             f"{human_size(estimate)}, above the limit of {human_size(max_output_bytes)}: pass "
             f"--max-output-bytes {estimate} (or decode fewer frames with --frames) if you mean it"
         )

@@ -3,12 +3,20 @@
 Everything is decoded with PyAV.  The frame count is the number of frames the decoder
 actually produced: container metadata (nb_frames, duration) is only a hint for
 preallocation, because it is wrong often enough (edit lists, truncated files).
+
+``start_frame`` and ``max_frames`` select frames START..START+N: the frames before START
+are decoded (or, in a PNG folder, not even opened) and dropped, never converted or kept.
+The path ``-`` is a Y4M stream on stdin, buffered in a temporary file (bounded by
+:mod:`nnc.media.limits`' frame size and output size) and read as a ``.y4m``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import sys
+import tempfile
 from contextlib import contextmanager
 from fractions import Fraction
 from itertools import chain
@@ -20,12 +28,16 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from ..errors import MediaError
+from ..fileio import human_size
+from ..units import plural
 from .clip import (
     COLOR_MATRICES, COLOR_RANGES, MAX_FRAMES, PIX_FMT_BIT_DEPTH, Video, VideoInfo, is_gray_pix_fmt, is_rgb_pix_fmt,
 )
 from .colour import canonical_pix_fmt, source_colour, source_to_rgb
+from .limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS
 
 RAW_YUV_SUFFIXES = (".yuv",)
+STDIN = "-"  # the input path that means a Y4M stream on stdin
 ANNEX_B_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".265": "hevc", ".hevc": "hevc"}
 DEFAULT_FPS = Fraction(25)
 _Y4M_COLOUR_SPACES = {
@@ -45,9 +57,10 @@ class _Request:
     color_matrix: str | None
     color_range: str | None
     max_frames: int | None
+    start_frame: int = 0
 
 
-def _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames) -> _Request:
+def _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames, start_frame=0) -> _Request:
     if size is not None:
         if (not isinstance(size, (tuple, list)) or len(size) != 2
                 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size)):
@@ -71,7 +84,9 @@ def _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames) ->
         raise MediaError(f"unknown colour range {color_range!r} (choose tv or pc)")
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise MediaError(f"frame limit must be a positive integer, not {max_frames!r}")
-    return _Request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+    if not isinstance(start_frame, int) or isinstance(start_frame, bool) or start_frame < 0:
+        raise MediaError(f"first frame must be an integer >= 0, not {start_frame!r}")
+    return _Request(size, pix_fmt, fps, color_matrix, color_range, max_frames, start_frame)
 
 
 def _ffmpeg_reason(error: Exception) -> str:
@@ -108,14 +123,17 @@ def raw_frame_bytes(width: int, height: int, pix_fmt: str) -> int:
 class _Source:
     """Where frames come from, plus what is known about them before decoding."""
 
-    path: Path
+    path: Path  # as messages name it
     exact_count: int | None = None  # known without decoding (raw .yuv, Y4M, PNG folders)
     count_hint: int | None = None  # container metadata, only to size the first allocation
     fps: Fraction = DEFAULT_FPS
     is_raw = False
     always_rgb = False  # PNG folders are rgb24/rgb48 whatever their individual PNG types
 
-    def frames(self) -> Iterator[av.VideoFrame]:
+    skipped = 0  # frames dropped before start_frame
+
+    def frames(self, start: int = 0) -> Iterator[av.VideoFrame]:
+        """The frames from index ``start`` on (the ones before are counted in ``skipped``)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -123,8 +141,9 @@ class _Source:
 
 
 class _ContainerSource(_Source):
-    def __init__(self, path: Path, request: _Request):
-        self.path = path
+    def __init__(self, path: Path, request: _Request, *, name: str | None = None):
+        self.path = Path(name) if name is not None else path  # stdin's buffer file is named "stdin"
+        self.file = path
         suffix = path.suffix.lower()
         options: dict[str, str] = {}
         format_name = None
@@ -146,14 +165,15 @@ class _ContainerSource(_Source):
             # Broken files carry broken metadata strings too: replace, never raise on them.
             self.container = av.open(str(path), format=format_name, options=options, metadata_errors="replace")
         except EOFError:  # FFmpeg's probe ran out of data: a container with no frames, or cut short
-            raise MediaError(f"cannot read {path}: no frames (the file is empty or truncated)") from None
+            raise MediaError(f"cannot read {self.path}: no frames (the file is empty or truncated)") from None
         except av.FFmpegError as error:
-            raise MediaError(f"cannot read {path}: not a video FFmpeg recognises ({_ffmpeg_reason(error)})") from None
+            raise MediaError(
+                f"cannot read {self.path}: not a video FFmpeg recognises ({_ffmpeg_reason(error)})") from None
         except OSError as error:
-            raise MediaError(f"cannot read {path}: {error.strerror or error}") from None
+            raise MediaError(f"cannot read {self.path}: {error.strerror or error}") from None
         if not self.container.streams.video:
             self.container.close()
-            raise MediaError(f"{path} has no video stream")
+            raise MediaError(f"{self.path} has no video stream")
         self.stream = self.container.streams.video[0]
         # Frame threads decode in parallel; the output is identical to single-threaded.
         self.stream.thread_type = "AUTO"
@@ -170,23 +190,24 @@ class _ContainerSource(_Source):
 
     def _check_raw(self, request: _Request) -> None:
         if request.size is None or request.pix_fmt is None:
-            raise MediaError(f"raw input {self.path.name} needs --size WxH and --pix-fmt (e.g. yuv420p, yuv420p10le)")
+            raise MediaError(f"raw input {self.path.name} needs --video-size WxH and --pix-fmt "
+                             "(e.g. yuv420p, yuv420p10le)")
         width, height = request.size
         frame_bytes = raw_frame_bytes(width, height, request.pix_fmt)
-        file_bytes = self.path.stat().st_size
+        file_bytes = self.file.stat().st_size
         if file_bytes == 0:
             raise MediaError(f"{self.path} is empty: no frames")
         if file_bytes % frame_bytes:
             raise MediaError(
                 f"{self.path} is {file_bytes} bytes, not a whole number of {width}x{height} {request.pix_fmt} "
-                f"frames ({frame_bytes} bytes each): check --size and --pix-fmt"
+                f"frames ({frame_bytes} bytes each): check --video-size and --pix-fmt"
             )
         self.exact_count = file_bytes // frame_bytes
 
     def _y4m_frame_count(self) -> int | None:
         """Frame count from the header and file size, when every frame header is a bare 'FRAME'."""
         try:
-            with open(self.path, "rb") as file:
+            with open(self.file, "rb") as file:
                 header = file.readline(1024)
         except OSError:
             return None  # av.open reports the problem
@@ -201,12 +222,16 @@ class _ContainerSource(_Source):
         if width <= 0 or height <= 0:
             return None
         frame_bytes = raw_frame_bytes(width, height, pix_fmt) + len(b"FRAME\n")
-        payload = self.path.stat().st_size - len(header)
+        payload = self.file.stat().st_size - len(header)
         return payload // frame_bytes if payload % frame_bytes == 0 else None
 
-    def frames(self) -> Iterator[av.VideoFrame]:
+    def frames(self, start: int = 0) -> Iterator[av.VideoFrame]:
         try:
-            yield from self.container.decode(self.stream)
+            for frame in self.container.decode(self.stream):
+                if self.skipped < start:  # decoded (the stream needs it), never converted or kept
+                    self.skipped += 1
+                    continue
+                yield frame
         except (av.FFmpegError, EOFError) as error:
             raise MediaError(f"cannot decode {self.path}: {_ffmpeg_reason(error)}") from None
 
@@ -230,8 +255,9 @@ class _PngFolderSource(_Source):
         self.exact_count = len(self.files)
         self.fps = request.fps or DEFAULT_FPS
 
-    def frames(self) -> Iterator[av.VideoFrame]:
-        for file in self.files:
+    def frames(self, start: int = 0) -> Iterator[av.VideoFrame]:
+        self.skipped = min(start, len(self.files))  # files before start are not even opened
+        for file in self.files[start:]:
             try:
                 with av.open(str(file), metadata_errors="replace") as container:
                     frame = next(container.decode(video=0), None)
@@ -244,6 +270,8 @@ class _PngFolderSource(_Source):
 
 def _open_source(path, request: _Request) -> _Source:
     path = Path(path)
+    if os.fspath(path) == STDIN:
+        raise MediaError("stdin (-) is read through read_video, probe_video or read_planes")
     if not path.exists():
         raise MediaError(f"input not found: {path}")
     if path.is_dir() or path.suffix.lower() == ".png":
@@ -275,15 +303,17 @@ def _first_frame_info(source: _Source, first: av.VideoFrame, request: _Request) 
 
 
 def _check_frame(source: _Source, frame: av.VideoFrame, info: VideoInfo, index: int) -> None:
+    """``index`` counts the frames read (0: the first one kept); messages name the frame in the file."""
+    position = source.skipped + index
     if (frame.width, frame.height) != (info.width, info.height):
-        where = source.files[index].name if isinstance(source, _PngFolderSource) else f"frame {index + 1}"
+        where = source.files[position].name if isinstance(source, _PngFolderSource) else f"frame {position + 1}"
         raise MediaError(
             f"{source.path}: {where} is {frame.width}x{frame.height}, the first frame is {info.width}x{info.height}"
         )
     if isinstance(source, _PngFolderSource) and index:
         depth = PIX_FMT_BIT_DEPTH[canonical_pix_fmt(frame.format.name)[0]]
         if (depth > 8) != (info.bit_depth > 8):
-            raise MediaError(f"{source.path}: {source.files[index].name} is {depth}-bit, the first frame is not")
+            raise MediaError(f"{source.path}: {source.files[position].name} is {depth}-bit, the first frame is not")
 
 
 def _limited(frames: Iterator[av.VideoFrame], max_frames: int | None) -> Iterator[av.VideoFrame]:
@@ -304,24 +334,79 @@ def _finish(source: _Source, info: VideoInfo, num_frames: int) -> VideoInfo:
 def _opened(path, request: _Request):
     """The open source, its (limited) frame iterator, its first frame and the clip's info;
     the source is closed on leaving."""
-    source = _open_source(path, request)
+    with _stdin_buffered(path) as buffered:
+        source = _open_source(path, request) if buffered is None else _ContainerSource(buffered, request, name="stdin")
+        try:
+            frames = _limited(source.frames(request.start_frame), request.max_frames)
+            first = next(frames, None)
+            if first is None and request.start_frame:
+                raise MediaError(f"{source.path} has {plural(source.skipped, 'frame')}: no frame {request.start_frame} "
+                                 f"to start from (frames are counted from 0)")
+            if first is None:
+                raise MediaError(f"{source.path} has no frames")
+            yield source, frames, first, _first_frame_info(source, first, request)
+        finally:
+            source.close()
+
+
+@contextmanager
+def _stdin_buffered(path):
+    """For ``-``: stdin's Y4M stream copied into a temporary ``.y4m`` file (removed on
+    leaving), refused past DEFAULT_MAX_PIXELS a frame or DEFAULT_MAX_OUTPUT_BYTES in all;
+    for any other path: None."""
+    if os.fspath(path) != STDIN:
+        yield None
+        return
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None or (hasattr(stream, "isatty") and stream.isatty()):
+        raise MediaError("input - is stdin, which is a terminal: pipe a Y4M stream into it "
+                         "(ffmpeg -i clip.mp4 -f yuv4mpegpipe - | nnc encode - -o clip.nnc)")
+    header = stream.readline(1024)
+    if not header:
+        raise MediaError("stdin is empty: expected a Y4M stream (YUV4MPEG2 header)")
+    if not header.startswith(b"YUV4MPEG2 ") or not header.endswith(b"\n"):
+        raise MediaError("stdin is not a Y4M stream (no YUV4MPEG2 header): only Y4M is read from stdin "
+                         "(ffmpeg ... -f yuv4mpegpipe -)")
+    fields = {token[:1]: token[1:] for token in header.decode("ascii", "replace").split()[1:]}
     try:
-        frames = _limited(source.frames(), request.max_frames)
-        first = next(frames, None)
-        if first is None:
-            raise MediaError(f"{source.path} has no frames")
-        yield source, frames, first, _first_frame_info(source, first, request)
+        width, height = int(fields["W"]), int(fields["H"])
+    except (KeyError, ValueError):
+        raise MediaError("stdin: the Y4M header has no valid frame size (W, H)") from None
+    if width * height > DEFAULT_MAX_PIXELS:
+        raise MediaError(f"stdin: {width}x{height} frames ({width * height} pixels) are above the limit of "
+                         f"{DEFAULT_MAX_PIXELS} pixels")
+    handle = tempfile.NamedTemporaryFile(prefix="nnc-stdin-", suffix=".y4m", delete=False)
+    try:
+        with handle:
+            try:
+                handle.write(header)
+                total = len(header)
+                while chunk := stream.read(1 << 20):
+                    total += len(chunk)
+                    if total > DEFAULT_MAX_OUTPUT_BYTES:
+                        raise MediaError(f"stdin holds more than {human_size(DEFAULT_MAX_OUTPUT_BYTES)}, the most "
+                                         "nnc reads from a stream; save it to a file")
+                    handle.write(chunk)
+            except OSError as error:
+                raise MediaError(f"cannot buffer stdin in {Path(handle.name).parent}: {error.strerror or error} "
+                                 "(set TMPDIR to a folder with room)") from None
+        yield Path(handle.name)
     finally:
-        source.close()
+        try:
+            os.unlink(handle.name)
+        except OSError:
+            pass
 
 
 def read_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None = None, fps: Fraction | None = None,
                color_matrix: str | None = None, color_range: str | None = None,
-               max_frames: int | None = None) -> Video:
-    """Decode a whole video into RGB frames, converted as ``ffmpeg -i path f%05d.png`` would."""
-    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+               max_frames: int | None = None, start_frame: int = 0) -> Video:
+    """Decode a whole video into RGB frames, converted as ``ffmpeg -i path f%05d.png`` would
+    (``start_frame``, ``max_frames``: only frames START..START+N; ``path`` ``-``: a Y4M
+    stream on stdin)."""
+    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames, start_frame)
     with _opened(path, request) as (source, frames, first, info):
-        capacity = source.exact_count or source.count_hint or 64
+        capacity = max(1, (source.exact_count or source.count_hint or 64) - source.skipped)
         if request.max_frames is not None:
             capacity = min(capacity, request.max_frames)
         dtype = np.uint8 if info.bit_depth == 8 else np.uint16
@@ -349,16 +434,16 @@ def read_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None
 
 def probe_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None = None,
                 fps: Fraction | None = None, color_matrix: str | None = None, color_range: str | None = None,
-                max_frames: int | None = None) -> VideoInfo:
+                max_frames: int | None = None, start_frame: int = 0) -> VideoInfo:
     """What read_video would return as ``.info``, without keeping any frames.
 
     Raw .yuv, Y4M and PNG folders decode one frame (the count follows from sizes);
     other containers are decoded to count their frames, but not converted to RGB.
     """
-    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames, start_frame)
     with _opened(path, request) as (source, frames, first, info):
         if source.exact_count is not None:
-            count = source.exact_count
+            count = source.exact_count - source.skipped
             if request.max_frames is not None:
                 count = min(count, request.max_frames)
         else:
@@ -371,7 +456,7 @@ def probe_video(path, *, size: tuple[int, int] | None = None, pix_fmt: str | Non
 
 def read_planes(path, *, size: tuple[int, int] | None = None, pix_fmt: str | None = None,
                 fps: Fraction | None = None, color_matrix: str | None = None, color_range: str | None = None,
-                max_frames: int | None = None) -> tuple[VideoInfo, list[list[np.ndarray]]]:
+                max_frames: int | None = None, start_frame: int = 0) -> tuple[VideoInfo, list[list[np.ndarray]]]:
     """The decoded frames' own planes, no colour conversion: per frame [Y, U, V] (or [Y] for gray).
 
     This is what video-coding PSNR (HM, VTM, ffmpeg's psnr filter) is measured on:
@@ -380,7 +465,7 @@ def read_planes(path, *, size: tuple[int, int] | None = None, pix_fmt: str | Non
     """
     from .colour import frame_planes
 
-    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames)
+    request = _check_request(size, pix_fmt, fps, color_matrix, color_range, max_frames, start_frame)
     planes = []
     with _opened(path, request) as (source, frames, first, info):
         if is_rgb_pix_fmt(info.pix_fmt):

@@ -29,6 +29,11 @@ def test_an_array_round_trips_through_encode_decode_evaluate_info(tmp_path):
     assert 15 < quality < 60 and quality == pytest.approx(report.psnr, abs=0.01)
     assert nnc.evaluate(frames, tmp_path / "a.nnc")["results"]["psnr-rgb"] == pytest.approx(quality)
     assert np.array_equal(nnc.decode(tmp_path / "a.nnc", frames=(1, 3)), decoded[1:3])
+    # frames= is `--frames`: N is the first N, "START:STOP" a range
+    assert np.array_equal(nnc.decode(tmp_path / "a.nnc", frames=2), decoded[:2])
+    assert np.array_equal(nnc.decode(tmp_path / "a.nnc", frames="2:"), decoded[2:])
+    with pytest.raises(NncError, match="STOP must be greater than START"):
+        nnc.decode(tmp_path / "a.nnc", frames=(3, 1))
     described = nnc.info(tmp_path / "a.nnc")
     assert described["codec"] == "hnerv" and described["file_bytes"] == report.file_bytes
 
@@ -45,6 +50,8 @@ def test_files_work_too_and_the_output_defaults_beside_the_input(tmp_path):
 def test_a_dry_run_returns_the_plan_and_errors_are_nnc_errors(tmp_path):
     plan = nnc.encode(synthetic_frames(num_frames=4), tmp_path / "b.nnc", dry_run=True, **FAST).plan
     assert plan["epochs"] == {"train": 40} and plan["parameters"] > 50_000 and plan["estimated_bpp"] > 0
+    half = nnc.encode(synthetic_frames(num_frames=4), tmp_path / "b.nnc", dry_run=True, frames="1:3", **FAST).plan
+    assert half["raw_bytes"] * 2 == plan["raw_bytes"]  # two of the four frames
     assert not (tmp_path / "b.nnc").exists()
     with pytest.raises(NncError, match="does not apply to --model hnerv"):
         nnc.encode(synthetic_frames(num_frames=2), tmp_path / "c.nnc", quality=3)

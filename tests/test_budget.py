@@ -79,7 +79,7 @@ def test_without_a_budget_the_estimate_keeps_the_epochs_and_advises_when_long():
         run.step, run.clock = step, 0.2 * step
         assert planner.revise_epochs(run, 3000, 3000) == 3000
     assert "30,000 steps" in lines[0] and "about 100 min" in lines[0]
-    assert "--time-budget" in lines[0] and "--frames" in lines[0] and "--size" in lines[0] and "GPU" in lines[0]
+    assert "--time-budget" in lines[0] and "--frames" in lines[0] and "a smaller --params" in lines[0] and "GPU" in lines[0]
     short = []
     SchedulePlanner(recipe(), None, log=short.append, calibration_steps=1).revise_epochs(FakeRun("train", 2, step=2), 100, 100)
     assert short and "--time-budget" not in short[0]

@@ -56,7 +56,7 @@ def set_media(**values):
 def test_huge_frames_are_refused_before_decoding(tmp_path, golden, size):
     path = edited(tmp_path, golden, set_media(width=size, height=size))
     result = run("decode", path, "-o", tmp_path / "out.y4m")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 5, result.output
     line = result.stderr.strip()
     assert "\n" not in line and "--max-pixels" in line and f"{size}x{size}" in line
     assert not (tmp_path / "out.y4m").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["edited.nnc"]
@@ -65,7 +65,7 @@ def test_huge_frames_are_refused_before_decoding(tmp_path, golden, size):
 def test_huge_frame_counts_are_refused_by_the_output_size(tmp_path):
     path = edited(tmp_path, "golden_hnerv.nnc", set_media(width=1920, height=1080, num_frames=100_000))
     result = run("decode", path, "-o", tmp_path / "out.y4m")
-    assert result.exit_code == 2 and "--max-output-bytes" in result.stderr, result.output
+    assert result.exit_code == 5 and "--max-output-bytes" in result.stderr, result.output
     # The same file within a raised bound passes the check (and then fails on its own
     # inconsistency: the config's grid is not 1080p), and a frame range counts too.
     with pytest.raises(MediaError, match="--max-output-bytes"):

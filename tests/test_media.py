@@ -155,6 +155,30 @@ def test_max_frames_and_fps_override(yuv420_mkv):
     assert probe_video(path, max_frames=3).num_frames == 3
 
 
+@pytest.mark.parametrize("kind", ["mkv", "y4m", "yuv", "png"])
+def test_start_frame_reads_only_that_range(tmp_path, kind):
+    """``--frames 3:5``: the frames before START are skipped (never kept), the count is
+    the range's, and the planes, the probe and a too-late START agree with it."""
+    from nnc.media.reader import read_planes
+
+    path = tmp_path / {"mkv": "c.mkv", "y4m": "c.y4m", "yuv": "c.yuv", "png": "frames"}[kind]
+    write_video(path, Video(synthetic_rgb(), VideoInfo(W, H, T, Fraction(25), "yuv420p", 8, "bt601", "tv")))
+    raw = {"size": (W, H), "pix_fmt": "yuv420p"} if kind == "yuv" else {}
+    full = read_video(path, **raw)
+    part = read_video(path, start_frame=3, max_frames=2, **raw)
+    assert part.frames.shape[0] == part.info.num_frames == 2
+    assert np.array_equal(part.frames, full.frames[3:5])
+    assert np.array_equal(read_video(path, start_frame=6, **raw).frames, full.frames[6:])
+    assert probe_video(path, start_frame=3, max_frames=2, **raw).num_frames == 2
+    assert probe_video(path, start_frame=5, **raw).num_frames == T - 5
+    if kind != "png":
+        info, planes = read_planes(path, start_frame=3, max_frames=2, **raw)
+        assert info.num_frames == len(planes) == 2
+        assert np.array_equal(planes[0][0], read_planes(path, **raw)[1][3][0])
+    expect_media_error(read_video, path, start_frame=T, match=f"has {T} frames: no frame {T} to start from", **raw)
+    expect_media_error(read_video, path, start_frame=-1, **raw)
+
+
 @pytest.mark.parametrize("muxer, codec, suffix", [
     ("mp4", "libx264", ".mp4"), ("mov", "libx264", ".mov"), ("webm", "libvpx-vp9", ".webm"),
     ("h264", "libx264", ".h264"), ("hevc", "libx265", ".265"),
@@ -430,7 +454,7 @@ def test_read_errors(tmp_path, yuv420_mkv):
 def test_raw_yuv_errors(tmp_path):
     raw = tmp_path / "clip.yuv"
     raw.write_bytes(bytes(W * H * 3 // 2 * 2))
-    expect_media_error(read_video, raw, match="--size")
+    expect_media_error(read_video, raw, match="needs --video-size WxH and --pix-fmt")
     expect_media_error(read_video, raw, size=(W, H), match="--pix-fmt")
     expect_media_error(read_video, raw, size=(W, H + 2), pix_fmt="yuv420p", match="whole number")
     expect_media_error(read_video, raw, size=(W, H), pix_fmt="nv12", match="unsupported pixel format")

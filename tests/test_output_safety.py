@@ -481,7 +481,7 @@ def test_encode_decode_and_append_refuse_their_input_as_output(tmp_path):
                     ["decode", nnc_file, "-o", nnc_file, "--format", "y4m"],
                     ["append", set_file, set_file]):
         result = _cli(*command)
-        assert result.exit_code == 2, (command, result.output)
+        assert result.exit_code == 5, (command, result.output)
         assert "is the input" in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert clip.read_bytes() == original and image.read_bytes() == photo
     assert nnc_file.read_bytes() == (DATA / "golden_hnerv.nnc").read_bytes()
@@ -772,7 +772,7 @@ def test_full_disk_during_encode_is_one_line_and_keeps_the_old_output(tmp_path):
          "--force", "--quiet", "--checkpoint-interval", "0"],
         capture_output=True, text=True, cwd=REPO_PARENT, timeout=600, preexec_fn=limit_file_size)
     lines = [line for line in result.stderr.splitlines() if not line.startswith("nnc: warning: ")]
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 5, result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"nnc: cannot write {out}: File too large"), result.stderr
     assert out.read_bytes() == b"old output"
     assert leftovers(tmp_path) == []
@@ -810,7 +810,7 @@ def read_only_folder(tmp_path):
 @pytest.mark.parametrize("name", ["out.png", "new.png", "out.y4m"])
 def test_clc_decode_into_a_read_only_folder_is_one_line(read_only_folder, name):
     result = _cli("decode", DATA / "golden_clc_v1.nnc", "-o", read_only_folder / name)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 5, result.output
     assert result.stderr.startswith("nnc: cannot write ") and str(read_only_folder) in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "internal error" not in result.stderr, result.stderr
     assert (read_only_folder / "out.png").read_bytes() == b"old image"
@@ -833,7 +833,7 @@ def test_16_bit_rgb_png_is_refused_by_clc_as_the_readme_says(tmp_path, channels)
             container_out.mux(packet)
     assert png.read_bytes()[24] == 16  # the PNG header's bit depth: really 16-bit
     result = _cli("encode", png, "--model", "clc", "-o", tmp_path / "deep.nnc")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 5, result.output
     mode = "RGBA" if channels.startswith("rgba") else "RGB"
     assert result.stderr == (f"nnc: {png}: 16-bit images ({mode}) are not supported (the image codec is 8-bit); "
                              "convert to 8-bit RGB\n")

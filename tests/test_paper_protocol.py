@@ -36,9 +36,10 @@ def test_nirvana_encodes_each_uvg_video_at_the_authors_settings(tmp_path):
     assert inputs[0] == str(tmp_path / "Beauty_1920x1080_120fps_420_8bit_YUV.yuv")
     for command in commands:
         assert command[command.index("--lambda") + 1] == "0.001"
-        sizes = [command[i + 1] for i, a in enumerate(command) if a == "--size"]
         from nnc.models.nirvana import scaled_config
-        assert sizes == ["1920x1080", str(scaled_config(512).parameter_count())]
+        assert "--size" not in command  # the deprecated spelling of both
+        assert command[command.index("--video-size") + 1] == "1920x1080"
+        assert command[command.index("--params") + 1] == str(scaled_config(512).parameter_count())
     assert "37.70" in plan["published"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -264,11 +265,14 @@ def test_cli_end_to_end(tmp_path):
     for index, video in enumerate([clip(8, 0), clip(6, 1), clip(5, 2)]):
         names.append(tmp_path / f"clip{index}.y4m")
         write_video(names[-1], video)
-    fast = ["--size", "120k", "--epochs", "4", "--lr", "5e-3", "--loss", "l2", "--device", "cpu", "--quiet"]
+    fast = ["--params", "120k", "--epochs", "4", "--lr", "5e-3", "--loss", "l2", "--device", "cpu", "--quiet"]
     result = runner.invoke(main, ["encode", *map(str, names[:2]), "--model", "pfnr", "--no-fso", "-o",
-                                  str(tmp_path / "set.nnc"), *fast])
+                                  str(tmp_path / "set.nnc"), *fast, "--json"])
     assert result.exit_code == 0, result.output
-    assert "video 1:" in result.output
+    assert "video 1:" in result.stderr  # the summary; stdout is the JSON
+    summary = json.loads(result.stdout)
+    assert summary["codec"] == "pfnr" and summary["bytes"] == (tmp_path / "set.nnc").stat().st_size
+    assert [v["frames"] for v in summary["videos"]] == [8, 6]
     first = (tmp_path / "set.nnc").read_bytes()
     result = runner.invoke(main, ["append", str(tmp_path / "set.nnc"), str(names[2]), "--epochs", "4", "--lr", "5e-3",
                                   "--loss", "l2", "--device", "cpu", "--quiet"])

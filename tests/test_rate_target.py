@@ -115,8 +115,10 @@ def test_conflicting_targets_are_one_line_errors(clip, tmp_path):
     output = tmp_path / "x.nnc"
     assert "give --bpp or --bitrate, not both" in one_line_error(
         cli("encode", clip, "-o", output, "--bpp", "1", "--bitrate", "800k"))
-    assert "give --bpp or --size, not both" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "1",
-                                                                  "--size", "60k"))
+    assert "give --bpp or --params, not both" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "1",
+                                                                    "--params", "60k"))
+    assert "give --bpp or --params, not both" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "1",
+                                                                    "--size", "60k"))  # the deprecated spelling
     assert "give --bitrate or --hinerv-config" in one_line_error(
         cli("encode", clip, "-o", output, "--model", "hinerv", "--bitrate", "1M", "--hinerv-config", "xxs"))
     assert "--bitrate 'fast'" in one_line_error(cli("encode", clip, "-o", output, "--bitrate", "fast"))

@@ -235,12 +235,22 @@ def test_uvg_loader_on_official_names(tmp_path):
     assert specs[1].content_hash() != first_hash
     # The same through the command: both sequences, the papers' frame limit and crop, a dataset average.
     output = tmp_path / "out"
-    result = run("report", "--dataset", "uvg", "--root", tmp_path, "--frames", "2", "--crop", "32x64",
+    result = run("report", "--dataset", "uvg", "--root", tmp_path, "--frames", "2", "--crop", "64x32",  # WxH
                  "--codecs", "x264", "--rates", "x264=30,40", "--anchor", "x264", "-q", "-o", output)
     assert result.exit_code == 0, result.output
     document = json.loads((output / "results" / "x264-medium.json").read_text())
     assert set(document["meta"]["inputs"]) == {"Beauty", "ShakeNDry"} and document["meta"]["resolution"] == ["64x32"]
     assert (output / "results" / "ShakeNDry" / "x264-medium.json").is_file()
+
+
+def test_crop_is_width_first_like_video_size():
+    """--crop WxH, as --video-size and ffmpeg (it was HxW); stored as (height, width)."""
+    from nnc.eval.datasets import parse_crop
+
+    assert parse_crop("1920x960") == (960, 1920) and parse_crop(" 64 X 32 ") == (32, 64) and parse_crop(None) is None
+    for bad in ("1920", "0x10", "axb"):
+        with pytest.raises(NncError, match="expected WIDTHxHEIGHT"):
+            parse_crop(bad)
 
 
 def test_uvg_loader_refuses_truncated_files_and_empty_folders(tmp_path):
@@ -259,8 +269,9 @@ def test_uvg_loader_refuses_truncated_files_and_empty_folders(tmp_path):
     (["--codecs", "x264", "--rates", "x264=60"], "must be in 0..51"),
     (["--codecs", "x264", "--rates", "x265=30"], "not among --codecs"),
     (["--codecs", "x264-fastest"], "unknown preset"),
-    (["--codecs", "x264", "--crop", "64by128"], "expected HEIGHTxWIDTH"),
+    (["--codecs", "x264", "--crop", "64by128"], "expected WIDTHxHEIGHT"),
     (["--codecs", "x264", "--crop", "128x128"], "larger than"),
+    (["--codecs", "x264", "--crop", "64x128"], "--crop 64x128 is larger than its 128x64 frames"),  # WxH, as ffmpeg
 ])
 def test_bad_arguments_are_one_line_errors(clip, tmp_path, args, message):
     result = run("report", "--dataset", clip, *args, "-q", "-o", tmp_path / "out")
