@@ -285,7 +285,7 @@ def encode_bitstream(bs: Bitstream) -> bytes:
     data = file_prefix(version) + b"".join(out)
     if len(data) > MAX_FILE_BYTES:  # every file nnc writes must be one nnc can read back
         raise NncError(f"the .nnc file would be {len(data)} bytes, above the format's limit of {MAX_FILE_BYTES} "
-                       "bytes: use a smaller model (--size) or fewer frames")
+                       "bytes: use a smaller model (--params) or fewer frames")
     return data
 
 

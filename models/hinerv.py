@@ -289,7 +289,7 @@ def solve_config(height: int, width: int, num_frames: int, target_size: float, *
     if smallest > target_size * 1.05:
         raise ValueError(
             f"target size {target_size:.0f} is below the smallest HiNeRV for this video ({smallest} parameters "
-            "at width 1); raise --size or shorten the clip"
+            "at width 1); raise --params or shorten the clip"
         )
     # the size grows with the width (grid channels only step up), so bisect then compare neighbours
     low, high = 1, MAX_WIDTH

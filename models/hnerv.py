@@ -248,7 +248,7 @@ def solve_config(height: int, width: int, num_frames: int, target_size: float, *
     if embeddings >= target_size:
         raise ValueError(
             f"target size {target_size:.0f} is smaller than the embeddings alone ({embeddings}); "
-            "raise --size or shorten the clip"
+            "raise --params or shorten the clip"
         )
 
     def size_for(fc_dim: int) -> int:
@@ -259,7 +259,7 @@ def solve_config(height: int, width: int, num_frames: int, target_size: float, *
     if smallest > target_size * 1.05:
         raise ValueError(
             f"target size {target_size:.0f} is below the smallest HNeRV for this video ({smallest} parameters "
-            f"at fc_dim 1); raise --size"
+            f"at fc_dim 1); raise --params"
         )
     low, high = 1, MAX_WIDTH
     while low < high:  # largest fc_dim whose size does not exceed the target

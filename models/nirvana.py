@@ -25,7 +25,7 @@ the RGB frames, so no convolution runs at full resolution (cheap enough for CPUs
 
 This module knows nothing about files or quantization: it defines the network, its
 configuration dataclass (written into the bitstream header, so ``validate`` bounds
-every field) and the size solver.  ``--size`` counts the parameters of ONE group's
+every field) and the size solver.  ``--params`` counts the parameters of ONE group's
 network (every group's network has the same shape; how many bits each costs is set by
 the rate term, not by the size).
 """
@@ -264,7 +264,7 @@ def solve_config(height: int, width: int, num_frames: int, size: float, **overri
     config = replace(best[1], rows=rows, cols=cols, independent_patches=overrides.get("independent_patches", True))
     smallest = scaled_config(8, **overrides).parameter_count()
     if size < 0.5 * smallest:
-        raise ValueError(f"--size {size:g} is below NIRVANA's smallest group network ({smallest} parameters)")
+        raise ValueError(f"--params {size:g} is below NIRVANA's smallest group network ({smallest} parameters)")
     try:
         config.validate()
     except ValueError:

@@ -218,7 +218,7 @@ def test_size_and_preset_are_exclusive_and_sizes_are_checked():
     with pytest.raises(NncError, match="hinerv-config"):
         HiNeRVCodec.make_options(hinerv_config="huge")
     video = synthetic_video(num_frames=2, height=32, width=64)
-    with pytest.raises(NncError, match="raise --size"):
+    with pytest.raises(NncError, match="raise --params"):
         HiNeRVCodec().compress(video, fast_options(size=10))
 
 

@@ -148,7 +148,7 @@ def test_mismatched_tensors_are_rejected(encoded):
 
 
 def test_unreachable_target_size_is_a_clear_error():
-    with pytest.raises(ValueError, match="raise --size"):
+    with pytest.raises(ValueError, match="raise --params"):
         solve_config(64, 128, 8, 1e4)
 
 
