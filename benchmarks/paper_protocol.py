@@ -60,13 +60,17 @@ def plan(model: str, uvg: Path, bunny: Path | None = None) -> dict:
                      "-o", str(out / f"{name}.nnc")] for name in UVG_VIDEOS]
         data = "UVG, 7 videos, 1920x1080 (600 frames; ShakeNDry 300)"
     elif model == "pfnr":
-        if bunny is None:
-            from nnc.eval.datasets import BUNNY as bunny
-        inputs = [str(bunny)] + [str(uvg / UVG_FILE.format(name=name)) for name in UVG_VIDEOS]
-        commands = [[PYTHON, "-m", "nnc.cli.main", "encode", *inputs, "--model", "pfnr", "--epochs", "150",
-                     "--lr", "5e-3", "--loss", "fusion6", "--fso", "--device", "cuda",
-                     "-o", str(REPO / "benchmarks" / "bitstreams" / "paper_pfnr_uvg8.nnc")]]
-        data = "UVG8: bunny then the 7 UVG videos, one session each"
+        # A set has one frame size, and bunny (1280x720) and UVG (1920x1080) differ: every
+        # video is centre-cropped to 2:1 and area-resized to the bunny protocol's 1280x640
+        # by the PFNR benchmark, which then learns them in order and measures the
+        # continual-learning matrix.  `nnc encode` itself does not resize.
+        commands = [[PYTHON, str(REPO / "benchmarks" / "pfnr_benchmark.py"), "--clips", ",".join(("bunny",) + UVG_VIDEOS),
+                     "--uvg", str(uvg), "--width", "1280", "--height", "640", "--frames", "600",
+                     "--size", "1.5e6", "--epochs", "150", "--lr", "5e-3", "--loss", "fusion6", "--fso",
+                     "--device", "cuda", "--skip-baseline", "--tag", "paper_uvg8_1280x640"]]
+        if bunny is not None:
+            commands[0] += ["--bunny", str(bunny)]
+        data = "UVG8: bunny then the 7 UVG videos, one session each, all at 1280x640 (centre crop to 2:1, area resize)"
     else:
         raise SystemExit(f"unknown model {model!r} (use {', '.join(BUNNY_MODELS + ('nirvana', 'pfnr'))})")
     return {"model": model, "data": data, "commands": commands, "published": PUBLISHED[model]}

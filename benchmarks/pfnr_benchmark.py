@@ -68,11 +68,25 @@ def crop_and_resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def load_clip(name: str, height: int, width: int, frames: int) -> Video:
+# The 7 UVG videos (official raw files), usable as clips with --uvg DIR (PFNR's UVG8
+# protocol: bunny then these, all brought to one frame size since a set has one).
+UVG_VIDEOS = ("Beauty", "Bosphorus", "HoneyBee", "Jockey", "ReadySteadyGo", "ShakeNDry", "YachtRide")
+UVG_FILE = "{name}_1920x1080_120fps_420_8bit_YUV.yuv"
+
+
+def clip_source(name: str, uvg: Path | None) -> tuple[Path, dict]:
+    """The file of clip ``name`` and its read_video options."""
+    if name in UVG_VIDEOS and uvg is not None:
+        return uvg / UVG_FILE.format(name=name), {"size": (1920, 1080), "pix_fmt": "yuv420p"}
     filename, kwargs = CLIPS[name]
-    video = read_video(MEDIA / filename, max_frames=frames, **kwargs)
+    return MEDIA / filename, kwargs
+
+
+def load_clip(name: str, height: int, width: int, frames: int, uvg: Path | None = None) -> Video:
+    path, kwargs = clip_source(name, uvg)
+    video = read_video(path, max_frames=frames, **kwargs)
     if video.info.bit_depth != 8:
-        raise SystemExit(f"{filename}: the benchmark expects 8-bit clips")
+        raise SystemExit(f"{path.name}: the benchmark expects 8-bit clips")
     resized = crop_and_resize(video.frames, height, width)
     info = replace(video.info, width=width, height=height, num_frames=resized.shape[0])
     return Video(frames=resized, info=info)
@@ -192,6 +206,9 @@ def run_baseline_only(names, videos, pixels, args, argv, tag: str, workdir: Path
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", default="bunny,bus,park_joy,foreman", help="comma-separated, learned in this order")
+    parser.add_argument("--uvg", type=Path, default=None,
+                        help="folder of the official UVG raw files: makes Beauty, Bosphorus, ... usable in --clips")
+    parser.add_argument("--bunny", type=Path, default=None, help="the bunny clip (default: the shared media's)")
     parser.add_argument("--height", type=int, default=80)
     parser.add_argument("--width", type=int, default=144)
     parser.add_argument("--frames", type=int, default=16, help="at most this many frames per clip")
@@ -219,15 +236,19 @@ def main(argv=None) -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bunny is not None:
+        CLIPS["bunny"] = (str(args.bunny.resolve()), {})  # MEDIA / an absolute path is that path
     names = [n for n in args.clips.split(",") if n]
     for name in names:
-        if name not in CLIPS:
-            raise SystemExit(f"unknown clip {name!r}; choose from {', '.join(CLIPS)}")
-        if not (MEDIA / CLIPS[name][0]).exists():
-            raise SystemExit(f"{CLIPS[name][0]} not found in {MEDIA}")
+        known = list(CLIPS) + (list(UVG_VIDEOS) if args.uvg is not None else [])
+        if name not in known:
+            raise SystemExit(f"unknown clip {name!r}; choose from {', '.join(known)}")
+        path, _ = clip_source(name, args.uvg)
+        if not path.exists():
+            raise SystemExit(f"{path.name} not found in {path.parent}")
     tag = args.tag or (f"{len(names)}clips_{args.width}x{args.height}_{args.size / 1e3:g}k_e{args.epochs}"
                        f"_c{1 - args.prune:g}{'' if args.fso else '_nofso'}")
-    videos = [load_clip(name, args.height, args.width, args.frames) for name in names]
+    videos = [load_clip(name, args.height, args.width, args.frames, args.uvg) for name in names]
     options = make_options("pfnr", size=args.size, epochs=args.epochs, lr=args.lr, loss=args.loss, batch_size=1,
                            prune=args.prune, fso=args.fso, device=args.device, show_progress=not args.quiet,
                            checkpoint_interval=0)
