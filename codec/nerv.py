@@ -14,6 +14,19 @@ like everything else, so the mask is paid for) and ``NAME.values`` (the kept wei
 in C order, 1-D, per-tensor min-max), so pruning really shrinks the file.  The decoder
 rebuilds the dense weight: zeros where the mask is 0, the dequantized values elsewhere.
 
+Rate-distortion training (``--lambda``, :mod:`nnc.codec.rate_distortion`, as HiNeRV):
+every weight and bias gets learned quantization steps and every forward pass of both
+phases renders with the step-quantized network (``torch.func.functional_call``), the
+loss paying ``lambda x`` the estimated bits.  The steps train at their own learning
+rate (``rate_distortion.STEP_LR``): at the recipe's 5e-4 they hardly move.  Pruning and
+fine-tuning run as in the recipe: the masks come from the float weights after the first
+phase, pruned weights stay at zero, and the rate term prices them as the zero symbols
+they become.  The file then holds every tensor dense in the ``step`` scheme (pruned
+weights as zeros, no ``.mask``/``.values`` pair: the dense symbols are a function of
+mask and kept symbols, so they cost no more entropy than the pair, and a weight keeps
+its per-channel steps, which a 1-D ``.values`` tensor cannot carry), so the decoder,
+unchanged, reproduces the trained quantized network bit for bit.
+
 Both models share this implementation; only the model module differs.
 """
 
@@ -26,6 +39,7 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.func import functional_call
 
 from ..bitstream import QuantizedTensor, TensorGroup, quantize_best_axis, quantize_lowest_cost_axis, quantize_per_tensor
 from ..errors import InvalidBitstreamError, NncError
@@ -35,10 +49,11 @@ from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_dev
 from .checkpoint import remove_checkpoint
 from .registry import register_codec
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
+from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits, parameter_groups
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           target_bits)
 from .training import TrainSettings, fit
-from .training_hooks import KeepPruned
+from .training_hooks import KeepPruned, TrainingHook
 
 WEIGHTS_GROUP = "weights"
 MASK_SUFFIX = ".mask"
@@ -149,8 +164,10 @@ def dequantize_weights(tensors: list[QuantizedTensor], reference: dict[str, tupl
 
 
 @dataclass
-class NeRVOptions(RateTargetOptions, VideoCodecOptions):
-    """NeRV's published recipe (authors' README and paper); NeRV++ trains the same way."""
+class NeRVOptions(RateDistortionOptions, RateTargetOptions, VideoCodecOptions):
+    """NeRV's published recipe (authors' README and paper); NeRV++ trains the same way.
+    ``--lambda`` trains both phases for rate and distortion instead
+    (:mod:`nnc.codec.rate_distortion`)."""
 
     size: float | None = option(None, f"Model size in parameters (all weights, before pruning; {DEFAULT_SIZE_HELP}).",
                                 low=1)
@@ -166,6 +183,15 @@ class NeRVOptions(RateTargetOptions, VideoCodecOptions):
                           low=0, high=1, high_open=True, metavar="FRACTION_REMOVED")
     finetune_epochs: int = option(FINETUNE_EPOCHS, "Fine-tuning epochs after pruning, masks fixed, no warm-up "
                                                    "(the authors' 100).", low=0)
+
+    def settings(self) -> dict:
+        # Recorded only with --lambda: an encode without it writes the header (and the
+        # checkpoint fingerprint) it wrote before rate-distortion training existed.
+        settings = super().settings()
+        if settings.get("rate_lambda") is None:
+            settings.pop("rate_lambda", None)
+            settings.pop("qat_rounding", None)
+        return settings
 
 
 class _NeRVFamilyCodec(Codec):
@@ -206,8 +232,30 @@ class _NeRVFamilyCodec(Codec):
             model = model.to(memory_format=torch.channels_last)
         times = model.encode_time(torch.arange(num_frames, dtype=torch.float64) / num_frames).to(device)
 
+        rate = rate_steps = None
+        current_masks: dict[str, torch.Tensor] = {}  # name -> 0/1 float mask, once pruned
+        if settings.get("rate_lambda") is not None:
+            # Rate-distortion training: every tensor through its learned-step quantizer
+            # (pruned weights at zero), the loss paying for the estimated bits.
+            rate = RateDistortion(float(settings["rate_lambda"]), num_frames * height * width,
+                                  int(settings["weight_bits"]), settings["qat_rounding"])
+            rate_steps = rate.quantize_functional(dict(model.named_parameters()), masks=current_masks.get)
+
         def reconstruct(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return model(times[indices.to(times.device)])[..., :height, :width]
+            encoded = times[indices.to(times.device)]
+            if rate is not None:
+                return functional_call(model, rate.apply(dict(model.named_parameters())), (encoded,))[
+                    ..., :height, :width]
+            return model(encoded)[..., :height, :width]
+
+        def with_rate(module: nn.Module, hooks: list[TrainingHook]) -> tuple[nn.Module, list[TrainingHook], dict]:
+            """With --lambda, the steps train (at their own lr) and are checkpointed with the
+            network, and the rate term joins the hooks; the last item: ``fit``'s keywords."""
+            if rate is None:
+                return module, hooks, {}
+            module = nn.ModuleDict({"network": module, "steps": rate_steps})
+            groups = parameter_groups(module, rate_steps, float(settings["lr"]))
+            return module, [rate.rate_term(), *hooks], {"param_groups": groups}
 
         def train_settings(epochs: int, phase: str) -> TrainSettings:
             warmup = FINETUNE_WARMUP_FRACTION if phase == "finetune" else WARMUP_FRACTION
@@ -244,8 +292,9 @@ class _NeRVFamilyCodec(Codec):
         stats = {}
         if not resume_finetune:
             policy = options.checkpoint_policy(video.frames, fingerprint_settings)
-            stats = fit(reconstruct, model, video.frames, video.max_value,
-                        train_settings(int(settings["epochs"]), "train"), device, policy, hooks=[planner])
+            module, hooks, extra = with_rate(model, [planner])
+            stats = fit(reconstruct, module, video.frames, video.max_value,
+                        train_settings(int(settings["epochs"]), "train"), device, policy, hooks=hooks, **extra)
 
         masks: dict[str, torch.Tensor] = {}
         if prune > 0:
@@ -253,10 +302,13 @@ class _NeRVFamilyCodec(Codec):
             masks = magnitude_masks(model, prunable, prune)
             masked = MaskedModel(model, masks).to(device)
             masked.apply_masks()
+            # the masks' own buffers: a resumed fine-tuning loads its masks into them
+            current_masks.update(zip(masked.names, (mask for _, mask in masked.pairs())))
             if finetune_epochs > 0:
-                finetune_stats = fit(reconstruct, masked, video.frames, video.max_value,
+                module, hooks, extra = with_rate(masked, [KeepPruned(masked.pairs), planner])
+                finetune_stats = fit(reconstruct, module, video.frames, video.max_value,
                                      train_settings(finetune_epochs, "finetune"), device, finetune_policy,
-                                     hooks=[KeepPruned(masked.pairs), planner])
+                                     hooks=hooks, **extra)
                 masks = {name: mask.bool() for name, (_, mask) in zip(masked.names, masked.pairs())}
                 stats.update({f"finetune_{k}": v for k, v in finetune_stats.items()})
                 if resume_finetune:
@@ -266,7 +318,12 @@ class _NeRVFamilyCodec(Codec):
         started = time.perf_counter()
         model.eval()
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        tensors = quantize_weights(state, masks, int(settings["weight_bits"]), settings["quant_axis"])
+        if rate is not None:  # dense step-quantized tensors, pruned weights coded as zeros
+            coded = rate.quantized_parameters()
+            tensors = [coded[name] for name in state]
+            stats["rate_estimated_payload_bits"] = estimated_payload_bits(tensors)
+        else:
+            tensors = quantize_weights(state, masks, int(settings["weight_bits"]), settings["quant_axis"])
         total = sum(v.numel() for v in state.values())
         kept = total - sum(int((~m).sum()) for m in masks.values())
         stats.update(

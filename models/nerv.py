@@ -235,7 +235,7 @@ def solve_for_size(config, target_size: float, model_name: str, paper_lower_widt
     if smallest > target_size * 1.05:
         raise ValueError(
             f"target size {target_size:.0f} is below the smallest {model_name} for this video ({smallest} "
-            f"parameters at fc_dim 1); raise --size"
+            f"parameters at fc_dim 1); raise --params"
         )
     low, high = 1, MAX_WIDTH
     while low < high:  # largest fc_dim whose size does not exceed the target (size grows with fc_dim)

@@ -80,7 +80,7 @@ def test_size_solver_hits_the_target(model_name, height, width, target):
     module = MODELS[model_name][0]
     config = module.solve_config(height, width, 8, target)
     assert abs(config.parameter_count() - target) / target < 0.03
-    with pytest.raises(ValueError, match="raise --size"):
+    with pytest.raises(ValueError, match="raise --params"):
         module.solve_config(height, width, 8, 2e4)
 
 

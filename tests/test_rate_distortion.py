@@ -13,13 +13,20 @@ from click.testing import CliRunner
 from nnc.bitstream import QuantizedTensor, TensorGroup, inspect_bitstream, read_bitstream_file
 from nnc.bitstream.container import encode_group_payload
 from nnc.cli.main import main
+from nnc.codec.base import float_to_frames
 from nnc.codec.files import decode_to_frames, make_options
-from nnc.codec.rate_distortion import StepQuantizer, channel_axis, coded_bits, laplace_bits
+from nnc.codec.rate_distortion import RateDistortion, StepQuantizer, channel_axis, coded_bits, laplace_bits
+from nnc.codec.registry import get_codec
 from nnc.codec.video_api import encode_video
 from nnc.media import write_video
+from nnc.errors import NncError
 from nnc.metrics import compare
+from nnc.models import nerv as nerv_model
 
 from synthetic import synthetic_video
+
+# Tiny fits on a shared machine: one intra-op thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def payload_bits(path) -> int:
@@ -68,11 +75,26 @@ def test_thin_tensors_take_one_step():
     assert channel_axis((64, 8), 0) is None
 
 
-def encode(video, path, rate_lambda, **changes):
-    values = dict(size=60e3, epochs=20, lr=5e-3, device="cpu", show_progress=False, checkpoint_interval=0,
-                  force=True, rate_lambda=rate_lambda)
-    options = make_options("hnerv", **{**values, **changes})
-    return encode_video(video, path, "hnerv", options)
+# Per codec: a tiny encode's options, the larger lambda of the pair, and the PSNR that
+# lambda 0 (quantization-aware training at the recipe's bits) reaches at least.  NeRV and
+# NeRV++ prune 40% and fine-tune, with the rate term in both phases; NeRV++'s 86 tensors
+# make a rate-trained step several times a plain one on this clip, so it trains least
+# (and on l2, where the rate term weighs more against the distortion than on fusion6).
+RATE_TRAINED = {
+    # the recipe reaches about 15.5-16 dB here in 20 epochs
+    "hnerv": (dict(size=60e3, epochs=20, lr=5e-3), 2e-3, 14.5),
+    # measured: the recipe 20.1 dB, 54.9 kB; lambda 0 20.1 dB, 68.1 kB; 2e-3 14.5 dB, 16.7 kB
+    "nerv": (dict(size=8e4, epochs=12, finetune_epochs=3, lr=5e-3), 2e-3, 18.0),
+    # measured: the recipe 16.0 dB, 86.2 kB; lambda 0 16.3 dB, 101.0 kB; 5e-3 15.1 dB, 48.9 kB
+    "nervpp": (dict(size=1.2e5, epochs=6, finetune_epochs=2, lr=5e-3, loss="l2"), 5e-3, 14.5),
+}
+
+
+def encode(video, path, rate_lambda, model="hnerv", **changes):
+    values = dict(device="cpu", show_progress=False, checkpoint_interval=0, force=True, rate_lambda=rate_lambda,
+                  **RATE_TRAINED[model][0])
+    options = make_options(model, **{**values, **changes})
+    return encode_video(video, path, model, options)
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +102,37 @@ def clip():
     return synthetic_video(num_frames=4, height=32, width=64)
 
 
-def test_larger_lambda_gives_a_smaller_file_and_the_estimate_agrees(clip, tmp_path):
-    low = encode(clip, tmp_path / "low.nnc", 0.0)
-    high = encode(clip, tmp_path / "high.nnc", 2e-3)
+def encode_capturing(video, path, rate_lambda, model):
+    """encode, also returning every learned-step tensor as training last saw it
+    (``round(value / step) * step``, pruned weights at zero): name -> float32 array."""
+    original, seen = RateDistortion.quantized_parameters, {}
+
+    def capture(rate):
+        with torch.no_grad():
+            for coded in rate.parameters:
+                quantizer = coded.quantizer
+                mode = quantizer.training
+                seen[coded.name] = quantizer.eval()(coded.value()).cpu().numpy()
+                quantizer.train(mode)
+        return original(rate)
+
+    with mock.patch.object(RateDistortion, "quantized_parameters", autospec=True, side_effect=capture):
+        report = encode(video, path, rate_lambda, model)
+    return report, seen
+
+
+@pytest.fixture(scope="module", params=list(RATE_TRAINED))
+def rate_trained(request, clip, tmp_path_factory):
+    """model, (report, what training saw) at lambda 0 and at the codec's larger lambda."""
+    model, folder = request.param, tmp_path_factory.mktemp(request.param)
+    high = RATE_TRAINED[model][1]
+    return model, {rate_lambda: encode_capturing(clip, folder / f"{rate_lambda}.nnc", rate_lambda, model)
+                   for rate_lambda in (0.0, high)}
+
+
+def test_larger_lambda_gives_a_smaller_file_and_the_estimate_agrees(clip, rate_trained):
+    model, encodes = rate_trained
+    (low, _), (high, _) = encodes[0.0], encodes[RATE_TRAINED[model][1]]
     assert high.file_bytes < 0.7 * low.file_bytes
     for report in (low, high):
         coded = payload_bits(report.path)
@@ -92,10 +142,39 @@ def test_larger_lambda_gives_a_smaller_file_and_the_estimate_agrees(clip, tmp_pa
         # the decoded frames are those the encoder measured
         decoded = decode_to_frames(report.path, device="cpu").frames
         assert compare(clip.frames, decoded, clip.max_value)["psnr-rgb"] == pytest.approx(report.psnr, abs=1e-6)
-    # lambda 0 is quantization-aware training at the recipe's bits: it fits (the recipe
-    # reaches about 15.5-16 dB here in 20 epochs); the rate costs quality
-    assert low.psnr > 14.5 and low.psnr > high.psnr
-    assert read_bitstream_file(high.path).header["encoder"]["settings"]["rate_lambda"] == 2e-3
+    # lambda 0 fits; the rate costs quality
+    assert low.psnr > RATE_TRAINED[model][2] and low.psnr > high.psnr
+    assert read_bitstream_file(high.path).header["encoder"]["settings"]["rate_lambda"] == RATE_TRAINED[model][1]
+
+
+def test_the_file_holds_exactly_the_network_training_saw(clip, rate_trained):
+    """Every learned-step tensor decodes bit for bit to its value in the last training
+    forward pass; for NeRV and NeRV++ (pruned, fine-tuned) the frames of that network
+    are the decoded frames, and the pruned weights are coded as zeros (no mask)."""
+    model, encodes = rate_trained
+    report, seen = encodes[RATE_TRAINED[model][1]]
+    bitstream = read_bitstream_file(report.path)
+    weights = {t.name: t for t in bitstream.groups[0].tensors}
+    assert set(weights) <= set(seen)
+    for name, tensor in weights.items():
+        assert np.array_equal(tensor.dequantize(), seen[name]), name
+    if model == "hnerv":
+        return
+    codec = get_codec(model)
+    config = codec.config_class.from_dict(bitstream.header["model"]["config"])
+    network = codec.model_class(config)
+    assert set(weights) == set(network.state_dict())  # dense: no NAME.mask / NAME.values pairs
+    network.load_state_dict({name: torch.from_numpy(value) for name, value in seen.items()})
+    times = network.encode_time(torch.arange(4, dtype=torch.float64) / 4)
+    with torch.no_grad():
+        rendered = torch.cat([network(times[i : i + 1]) for i in range(4)])[..., :32, :64]
+    decoded = decode_to_frames(report.path, device="cpu").frames
+    assert np.array_equal(float_to_frames(rendered, clip.max_value), decoded)
+    prunable = nerv_model.prunable_names(network)
+    total = sum(seen[name].size for name in prunable)
+    zeros = sum(int((seen[name] == 0).sum()) for name in prunable)
+    assert zeros >= round(0.4 * total)  # the pruned 40%, and kept weights the steps round to zero
+    assert report.stats["kept_parameters"] == report.stats["model_size"] - round(0.4 * total)
 
 
 def test_noise_rounding_trains_and_decodes(clip, tmp_path):
@@ -103,38 +182,64 @@ def test_noise_rounding_trains_and_decodes(clip, tmp_path):
     assert report.psnr > 11.0 and report.path.exists()
 
 
-def test_interrupted_rate_training_resumes_to_the_same_file(clip, tmp_path):
+@pytest.mark.parametrize("model,options,checkpoint", [
+    ("hnerv", dict(epochs=8), "clip.nnc.ckpt"),  # mid-training: 8 epochs of 2 steps
+    ("nerv", dict(epochs=2, finetune_epochs=2), "clip.nnc.ckpt.finetune"),  # 2 x 4 steps, then fine-tuning's 3rd
+])
+def test_interrupted_rate_training_resumes_to_the_same_file(clip, tmp_path, model, options, checkpoint):
     from nnc.codec import training
 
-    reference = encode(clip, tmp_path / "reference.nnc", 1e-3, epochs=8)
+    reference = encode(clip, tmp_path / "reference.nnc", 1e-3, model, **options)
     output = tmp_path / "clip.nnc"
     original, calls = training.reconstruction_loss, []
 
     def interrupt(*args):
         calls.append(1)
-        if len(calls) == 11:  # mid-training: 8 epochs of 2 steps
+        if len(calls) == 11:
             raise KeyboardInterrupt
         return original(*args)
 
-    options = dict(checkpoint_interval=1e-9, epochs=8)
+    options = dict(options, checkpoint_interval=1e-9)
     with mock.patch.object(training, "reconstruction_loss", interrupt), pytest.raises(KeyboardInterrupt):
-        encode(clip, output, 1e-3, **options)
-    assert (tmp_path / "clip.nnc.ckpt").exists() and not output.exists()
-    encode(clip, output, 1e-3, resume=True, **options)
+        encode(clip, output, 1e-3, model, **options)
+    assert (tmp_path / checkpoint).exists() and not output.exists()
+    encode(clip, output, 1e-3, model, resume=True, **options)
     assert output.read_bytes() == reference.path.read_bytes()
 
 
-def test_cli_lambda_applies_to_hnerv_only(tmp_path):
+def test_cli_lambda_applies_to_the_rate_trained_codecs_only(tmp_path):
     write_video(tmp_path / "clip.y4m", synthetic_video(num_frames=2, height=32, width=64))
     runner = CliRunner()
     common = ["encode", str(tmp_path / "clip.y4m"), "--size", "60k", "--epochs", "2", "--device", "cpu", "--quiet",
               "--force", "--checkpoint-interval", "0"]
     result = runner.invoke(main, [*common, "-o", str(tmp_path / "a.nnc"), "--lambda", "1e-3", "--qat-rounding", "noise"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(main, [*common, "-o", str(tmp_path / "b.nnc"), "--model", "nerv", "--lambda", "1e-3"])
-    assert result.exit_code != 0 and "--lambda does not apply to --model nerv" in result.output
+    result = runner.invoke(main, ["encode", str(tmp_path / "clip.y4m"), "-o", str(tmp_path / "b.nnc"), "--model",
+                                  "pfnr", "--lambda", "1e-3"])
+    assert result.exit_code != 0 and "--lambda does not apply to --model pfnr" in result.output
     result = runner.invoke(main, [*common, "-o", str(tmp_path / "c.nnc"), "--lambda", "-1"])
     assert result.exit_code != 0 and "--lambda" in result.output and not (tmp_path / "c.nnc").exists()
+    help_text = " ".join(runner.invoke(main, ["encode", "--help"]).output.split())
+    for flag in ("--lambda FLOAT", "--qat-rounding"):  # the codecs come from the options dataclasses
+        assert help_text[help_text.index(flag):][:80].count("hinerv, hnerv, nerv, nervpp:") == 1
+
+
+@pytest.mark.parametrize("model", ["nerv", "nervpp"])
+def test_nerv_family_refuses_what_hnerv_refuses(model):
+    for target in (dict(bpp=0.5), dict(bitrate="800k")):
+        with pytest.raises(NncError, match="not both") as error:
+            make_options(model, rate_lambda=1e-3, **target)
+        assert "\n" not in str(error.value)
+    for bad in (dict(rate_lambda=-1.0), dict(qat_rounding="floor")):
+        with pytest.raises(NncError):
+            make_options(model, **bad)
+
+
+def test_nerv_without_lambda_records_what_it_recorded_before():
+    # the file of an encode without --lambda must stay byte-identical: its settings too
+    assert "rate_lambda" not in make_options("nerv").settings()
+    assert "qat_rounding" not in make_options("nervpp", qat_rounding="noise").settings()
+    assert make_options("nerv", rate_lambda=0.0).settings()["rate_lambda"] == 0.0
 
 
 def test_hinerv_rate_training_codes_learned_steps_and_shrinks_the_file(tmp_path):
