@@ -66,16 +66,20 @@ def curve(rows):
 
 
 def comparison(recipe, trained) -> dict:
-    """BD-rate/BD-PSNR of the rate-trained curve against the recipe's (needs 2+ points each)."""
+    """BD-rate/BD-PSNR of the rate-trained curve against the recipe's (needs 2+ points each).
+    Each is computed on its own: BD-rate needs the curves to share a PSNR range, BD-PSNR a
+    rate range, and one may exist without the other (then its entry says why)."""
     if len(recipe) < 2 or len(trained) < 2:
         return {"error": "fewer than two points on a curve"}
-    try:
-        return {"bd_rate_percent": bd_rate(curve(recipe)["bpp"], curve(recipe)["psnr-rgb"],
-                                           curve(trained)["bpp"], curve(trained)["psnr-rgb"]),
-                "bd_psnr_db": bd_psnr(curve(recipe)["bpp"], curve(recipe)["psnr-rgb"],
-                                      curve(trained)["bpp"], curve(trained)["psnr-rgb"])}
-    except Exception as error:  # curves that do not overlap: say why instead
-        return {"error": str(error)}
+    result = {}
+    for key, function in (("bd_rate_percent", bd_rate), ("bd_psnr_db", bd_psnr)):
+        try:
+            result[key] = function(curve(recipe)["bpp"], curve(recipe)["psnr-rgb"],
+                                   curve(trained)["bpp"], curve(trained)["psnr-rgb"])
+        except Exception as error:  # curves that do not overlap: say why instead
+            result[key] = None
+            result[f"{key}_error"] = str(error)
+    return result
 
 
 def main(argv=None) -> None:

@@ -58,7 +58,7 @@ from .registry import register_codec
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           target_bits)
-from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits
+from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits, parameter_groups
 from .training import TrainSettings, fit
 from .training_hooks import KeepPruned, Step, TrainingHook, TrainingRun
 
@@ -341,9 +341,11 @@ class HiNeRVCodec(Codec):
             if masked is not None:
                 hooks.append(KeepPruned(masked.pairs))
             hooks.append(planner)
-            phase_stats = fit(forward, module, data.items, video.max_value,
-                              train_settings(epochs, phase, QAT_LR_SCALE if phase == "qat" else 1.0), device,
-                              policies[phase], hooks=hooks)
+            settings_of_phase = train_settings(epochs, phase, QAT_LR_SCALE if phase == "qat" else 1.0)
+            # the learned steps at their own learning rate, as every rate-trained codec
+            groups = parameter_groups(module, rate_steps, settings_of_phase.lr) if rate is not None else None
+            phase_stats = fit(forward, module, data.items, video.max_value, settings_of_phase, device,
+                              policies[phase], hooks=hooks, param_groups=groups)
             stats.update(phase_stats if phase == "train" else {f"{phase}_{k}": v for k, v in phase_stats.items()})
         for phase, _ in phases[1:]:
             remove_checkpoint(policies[phase])

@@ -29,7 +29,7 @@ from ..models.hnerv import (
 )
 from .base import Codec, CompressedVideo, VideoCodecOptions, frames_to_float, option, resolve_device
 from .registry import register_codec
-from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits
+from .rate_distortion import RateDistortion, parameter_groups, RateDistortionOptions, estimated_payload_bits
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           full_precision_bits, target_bits)
@@ -128,7 +128,13 @@ class HNeRVCodec(Codec):
             hooks.append(rate.rate_term())
         model.train()
         policy = options.checkpoint_policy(video.frames, dict(settings, codec=self.name, config=config.to_dict()))
-        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy, hooks=hooks)
+        groups = None
+        if rate is not None:
+            # the learned steps at their own learning rate (rate_distortion.STEP_LR: at the
+            # network's lr they stay near their initial bits and lambda barely acts)
+            groups = parameter_groups(model, rate.step_modules(), train.lr)
+        stats = fit(reconstruct, model, video.frames, video.max_value, train, device, policy, hooks=hooks,
+                    param_groups=groups)
         stats["plan"] = planner.plan()
 
         started = time.perf_counter()

@@ -53,13 +53,14 @@ ROUNDING = ("ste", "noise")
 MIN_VALUES_PER_CHANNEL = 64
 MIN_LAPLACE_SCALE = 0.05  # in steps: below it every symbol is the mean's, ~0 bits either way
 LOG2 = math.log(2.0)
-# Peak learning rate of the log-steps for codecs that train them apart from the network
-# (:func:`parameter_groups`; NeRV, NeRV++).  At NeRV's lr of 5e-4 Adam moves a log-step
+# Peak learning rate of the log-steps, apart from the network's (:func:`parameter_groups`,
+# used by every rate-trained codec).  At NeRV's lr of 5e-4 Adam moves a log-step
 # by at most ~0.4 over 800 steps, so the steps stay near their initial 8 bits and the rate
 # term barely moves the file.  Measured on park_joy 160x90 (10 frames, NeRV 100k, 60 + 20
 # epochs, lambda 3e-3; the recipe: 68.1 kB, 21.30 dB): steps at 5e-4 80.5 kB, 3e-3
-# 68.7 kB, 1e-2 42.3 kB, 3e-2 22.2 kB (21.25 dB), 1e-1 20.8 kB but 21.05 dB.  HNeRV and
-# HiNeRV train their steps at the network's lr.
+# 68.7 kB, 1e-2 42.3 kB, 3e-2 22.2 kB (21.25 dB), 1e-1 20.8 kB but 21.05 dB.  HNeRV on
+# the same clip (180k, 80 epochs, lambda 5e-3): steps at the network's 1e-3 gave 5.02 bpp
+# at 21.25 dB, at 3e-2 0.76 bpp at 20.77 dB (benchmarks/rate_distortion.py has the curves).
 STEP_LR = 3e-2
 
 
@@ -292,6 +293,11 @@ class RateDistortion:
         module.register_forward_hook(quantizer.hook)
         self.activations.append((quantizer, int(count)))
         return quantizer
+
+    def step_modules(self) -> nn.ModuleList:
+        """Every registered quantizer (its learned log-steps), for :func:`parameter_groups`."""
+        return nn.ModuleList([coded.quantizer for coded in self.parameters]
+                             + [quantizer.quantizer for quantizer, _ in self.activations])
 
     # -- the rate ------------------------------------------------------------------
     def estimated_bits(self) -> torch.Tensor:
