@@ -283,11 +283,11 @@ def test_bad_arguments_are_one_line_errors(clip, tmp_path, args, message):
 
 def test_missing_dataset_and_bad_output_are_one_line_errors(clip, tmp_path):
     result = run("report", "--dataset", tmp_path / "nothing", "--codecs", "x264", "-o", tmp_path / "out")
-    assert result.exit_code == 2 and "no such file or folder" in result.output
+    assert result.exit_code == 5 and "no such file or folder" in result.output
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = run("report", "--dataset", clip, "--codecs", "x264", "-o", blocker)
-    assert result.exit_code == 2 and "is not a folder" in result.output
+    assert result.exit_code == 5 and "is not a folder" in result.output
 
 
 def test_overlays_read_compressai_json_and_the_uvg_csvs():

@@ -150,6 +150,6 @@ def test_a_second_encode_to_the_same_output_with_checkpoints_is_refused(tmp_path
     write_video(clip, synthetic_video())
     with exclusive_lock(tmp_path / "x.nnc.ckpt.lock", "held by the first encode"):
         result = _encode_in_process(clip, "-o", tmp_path / "x.nnc", *ARGS)
-    assert result.exit_code == 2 and "another nnc encode to" in result.stderr, result.output
+    assert result.exit_code == 5 and "another nnc encode to" in result.stderr, result.output
     assert result.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.y4m"]
