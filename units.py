@@ -20,6 +20,14 @@ def parse_count(text: str) -> float | None:
     return None if match is None else float(match[1]) * SI_SUFFIXES[match[2]]
 
 
+def parse_frame_size(text: str, option: str, example: str) -> tuple[int, int]:
+    """``WxH`` (width first, as ffmpeg's -video_size; ``x`` or ``X``, spaces allowed) ->
+    (width, height), both at least 1; NncError naming ``option`` otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise NncError(f"{option} {text!r}: expected WIDTHxHEIGHT, e.g. {example}")
+    return int(match[1]), int(match[2])
+
 def parse_frame_range(value, option: str = "--frames") -> tuple[int, int | None] | None:
     """The one meaning of ``--frames`` (encode, decode, eval): ``N`` -> (0, N), the first N
     frames; ``START:STOP`` -> (START, STOP), STOP exclusive, either side may be empty as in

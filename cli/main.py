@@ -17,7 +17,7 @@ import click
 
 from .. import __version__
 from ..errors import NncError
-from ..units import FRAMES_HELP, parse_count, parse_frame_range, plural
+from ..units import FRAMES_HELP, parse_count, parse_frame_range, parse_frame_size, plural
 from ..codec.registry import DEFAULT_CODEC, codec_names
 from ..media.limits import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PIXELS
 from .codec_options import CodecOptionsCommand, all_codecs, build_options, codec_options, given_values
@@ -28,12 +28,7 @@ from .train import train as train_command
 
 def parse_video_size(value: str | None) -> tuple[int, int] | None:
     """``--video-size WxH`` (width first, as ffmpeg's -video_size) -> (width, height)."""
-    if value is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise NncError(f"--video-size {value!r}: expected WIDTHxHEIGHT, e.g. 1920x1080")
-    return int(match[1]), int(match[2])
+    return None if value is None else parse_frame_size(value, "--video-size", "1920x1080")
 
 
 def parse_params(value: str | None) -> float | None:

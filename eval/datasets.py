@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import MediaError, NncError
 from ..media import Video, VideoInfo, read_video
 from ..media.reader import raw_frame_bytes
-from ..units import plural
+from ..units import parse_frame_size, plural
 
 # Official UVG sequences (Mercat et al., MMSys 2020) with their frame counts.
 UVG_FRAMES = {"beauty": 600, "bosphorus": 600, "honeybee": 600, "jockey": 600, "readysteadygo": 600,
@@ -215,10 +215,8 @@ def parse_crop(text: str | None) -> tuple[int, int] | None:
     1920x960) -> (height, width), the order the crop is stored and applied in."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or int(match[1]) < 1 or int(match[2]) < 1:
-        raise NncError(f"--crop {text!r}: expected WIDTHxHEIGHT, e.g. 1920x960")
-    return int(match[2]), int(match[1])
+    width, height = parse_frame_size(text, "--crop", "1920x960")
+    return height, width
 
 
 def uvg_inputs(root: Path, frames: int | None, crop: tuple[int, int] | None) -> list[InputSpec]:
