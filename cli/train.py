@@ -17,8 +17,20 @@ def train():
 
 @train.command(name="clc")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Folder of training photographs.")
-@click.option("--lambda", "rate_lambda", type=float, required=True,
-              help="Rate-distortion trade-off: loss = lambda * 255^2 * MSE + bpp (e.g. 0.0018 .. 0.0483).")
+@click.option("--lambda", "rate_lambda", type=float, default=None,
+              help="One rate point: loss = lambda * 255^2 * MSE + bpp (e.g. 0.0018 .. 0.0483).")
+@click.option("--lambdas", "rate_lambdas", default=None,
+              help="A variable-rate model: increasing lambdas, comma separated (quality i is the i-th).")
+@click.option("--video", "videos", type=click.Path(path_type=Path), multiple=True,
+              help="Also train on frames of this clip (repeatable).")
+@click.option("--frames-per-video", type=click.IntRange(1), default=8, show_default=True,
+              help="Frames sampled evenly from each --video.")
+@click.option("--holdout", type=click.IntRange(0), default=0, show_default=True,
+              help="Keep the last N photographs (by name) out of training and log their RD points.")
+@click.option("--eval-interval", type=click.IntRange(1), default=250, show_default=True,
+              help="Steps between evaluations of the held-back photographs.")
+@click.option("--eval-crop", type=int, default=256, show_default=True,
+              help="Centre crop of the held-back photographs that is evaluated (multiple of 64).")
 @click.option("--steps", type=click.IntRange(1), required=True, help="Optimiser steps.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Weights file to write (.safetensors).")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from these weights (fine-tuning).")
@@ -34,20 +46,34 @@ def train():
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.ckpt.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @reports_errors
-def train_clc_command(data, rate_lambda, steps, output, init, no_conditioning, quality, crop, batch_size, lr, seed,
-                      threads, device, checkpoint_interval, resume, quiet):
-    """Train the CLC image codec at one rate point and write its weights (entropy tables updated)."""
+def train_clc_command(data, rate_lambda, rate_lambdas, videos, frames_per_video, holdout, eval_interval, eval_crop,
+                      steps, output, init, no_conditioning, quality, crop, batch_size, lr, seed, threads, device,
+                      checkpoint_interval, resume, quiet):
+    """Train the CLC image codec (one rate point, or a variable-rate model) and write its
+    weights (entropy tables updated)."""
     import torch
 
     from ..codec.base import resolve_device
     from ..codec.clc_training import train_clc
 
+    from ..errors import NncError
+
+    lambdas = None
+    if rate_lambdas is not None:
+        try:
+            lambdas = [float(value) for value in rate_lambdas.split(",") if value.strip()]
+        except ValueError:
+            raise NncError(f"--lambdas {rate_lambdas!r}: expected comma-separated numbers") from None
+        if len(lambdas) < 2:
+            raise NncError("--lambdas needs at least two values (use --lambda for one rate)")
     if threads:
         torch.set_num_threads(threads)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a kill saves a checkpoint like Ctrl-C
     meta = train_clc(data, output, rate_lambda=rate_lambda, steps=steps, conditioning=not no_conditioning,
                      init=init, crop=crop, batch_size=batch_size, lr=lr, seed=seed, device=resolve_device(device),
-                     quality=quality, checkpoint_interval=checkpoint_interval, resume=resume, show_progress=not quiet)
+                     quality=quality, checkpoint_interval=checkpoint_interval, resume=resume, show_progress=not quiet,
+                     rate_lambdas=lambdas, videos=list(videos), frames_per_video=frames_per_video, holdout=holdout,
+                     eval_interval=eval_interval, eval_crop=eval_crop)
     click.echo(f"{output}: {steps} steps, train bpp {meta['final_train_bpp']}, "
                f"train PSNR {meta['final_train_psnr']} dB ({meta['train_seconds_this_run']} s)")
 

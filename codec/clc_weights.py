@@ -36,7 +36,9 @@ def _stored_dtype(name: str, tensor: torch.Tensor) -> torch.Tensor:
     # Transforms are stored as float16 to keep the shipped package small; the entropy
     # models (factorized prior of z, scale table) stay float32, and the integer CDF
     # tables stay as they are: they were computed by update() and are used verbatim.
-    if tensor.is_floating_point() and not name.startswith(("entropy_bottleneck.", "gaussian_conditional.")):
+    # The gains of a variable-rate model (2 x L x M numbers) stay float32 too.
+    if tensor.is_floating_point() and not name.startswith(("entropy_bottleneck.", "gaussian_conditional.",
+                                                           "log_gain", "log_inverse_gain")):
         return tensor.to(torch.float16)
     return tensor
 

@@ -16,6 +16,16 @@ conditioning latent that enters every slice's mean, scale and LRP networks.
 
 The matching query is computed from the hyperprior output only, which the decoder has
 before any slice: the decoder therefore repeats the matching exactly.
+
+Variable rate (``rate_lambdas`` non-empty): one model serves every rate point through
+gain units (Cui et al. 2021, "Asymmetric gained deep image compression with continuous
+rate adaptation"): a learned per-channel gain multiplies the latent before
+quantization and a learned inverse gain undoes it before synthesis, one pair per
+training lambda.  A larger gain is a finer quantization step (more bits, less error).
+Training draws one lambda per image, so every step trains the shared transforms for
+every rate.  A quality ``q`` in [1, L] selects the pair (q = 1: the smallest lambda);
+a fractional ``q`` interpolates the two neighbouring pairs exponentially (linearly in
+log-gain), which gives a continuous rate between the trained points.
 """
 
 from __future__ import annotations
@@ -51,10 +61,21 @@ class CLCConfig(ModelConfig):
     # Strides of the analysis stages (the synthesis mirrors them): the entropy model and
     # the padding assume the latent at 1/16, so four stages of 2 is the only choice.
     strides: list[int] = config_field(default_factory=lambda: [2, 2, 2, 2], low=2, high=2, length=(4, 4))
+    # The lambdas of a variable-rate model, increasing (one gain pair each); empty: a
+    # single-rate model (the weights files of format version 2).
+    rate_lambdas: list[float] = config_field(default_factory=list, low=1e-5, high=10.0, length=(0, 16))
 
     def check_consistency(self) -> None:
         if self.latent_channels % self.slices:
             raise ValueError("model config latent_channels must be a multiple of slices")
+        if len(self.rate_lambdas) == 1:
+            raise ValueError("model config rate_lambdas must be empty (one rate) or hold at least two lambdas")
+        if any(b <= a for a, b in zip(self.rate_lambdas, self.rate_lambdas[1:])):
+            raise ValueError("model config rate_lambdas must increase")
+
+    @property
+    def variable_rate(self) -> bool:
+        return bool(self.rate_lambdas)
 
 
 def _slice_net(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -157,6 +178,33 @@ class CLCModel(CompressionModel):
         )
         self.entropy_bottleneck = EntropyBottleneck(n)
         self.gaussian_conditional = GaussianConditional(None)
+        if config.variable_rate:
+            # Start from the step size that the MSE rate-distortion optimum scales with
+            # (step ~ lambda^-1/2, so gain ~ lambda^1/2), centred on the middle lambda:
+            # the rates are apart from the first step and training refines each channel.
+            lambdas = torch.tensor(config.rate_lambdas, dtype=torch.float32)
+            log_gain = 0.5 * (lambdas.log() - lambdas.log().mean())
+            self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, m).clone())
+            self.log_inverse_gain = nn.Parameter(-log_gain[:, None].repeat(1, m).clone())
+
+    # -- rate control ---------------------------------------------------------------------
+
+    def gains(self, quality) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """Gain and inverse gain, (B, M, 1, 1), for qualities in [1, L] (a float, or a
+        tensor with one per image); (None, None) for a single-rate model."""
+        if not self.config.variable_rate:
+            return None, None
+        levels = len(self.config.rate_lambdas)
+        q = torch.as_tensor(quality, dtype=torch.float32, device=self.log_gain.device).reshape(-1)
+        if not bool(((q >= 1) & (q <= levels)).all()):
+            raise ValueError(f"quality must be within [1, {levels}]")
+        position = q - 1
+        low = position.floor().long().clamp(max=levels - 1)
+        high = (low + 1).clamp(max=levels - 1)
+        t = (position - low.float())[:, None]
+        log_gain = (1 - t) * self.log_gain[low] + t * self.log_gain[high]
+        log_inverse = (1 - t) * self.log_inverse_gain[low] + t * self.log_inverse_gain[high]
+        return log_gain.exp()[:, :, None, None], log_inverse.exp()[:, :, None, None]
 
     # -- pieces shared by training, compress and decompress ------------------------------
 
@@ -183,9 +231,11 @@ class CLCModel(CompressionModel):
         params = self.h_s(z_hat)
         return params[:, :, : y_shape[2], : y_shape[3]]
 
-    def _condition(self, hyper: torch.Tensor, ref_latents) -> torch.Tensor | None:
+    def _condition(self, hyper: torch.Tensor, ref_latents, gain=None) -> torch.Tensor | None:
         if not self.config.conditioning:
             return None
+        if gain is not None:  # the references' latents in the same (gained) units as y
+            ref_latents = [latent * gain for latent in ref_latents]
         aligned, confidence = self.matching(hyper, ref_latents)
         return self.synthesis(hyper, aligned, confidence)
 
@@ -202,12 +252,16 @@ class CLCModel(CompressionModel):
 
     # -- training -------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, ref_latents=None) -> dict:
+    def forward(self, x: torch.Tensor, ref_latents=None, quality=None) -> dict:
+        """Training pass; ``quality``: one per image (a variable-rate model needs it)."""
+        gain, inverse_gain = self._gains_for(quality)
         y = self.g_a(x)
+        if gain is not None:
+            y = y * gain
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         hyper = self._hyper(z_hat, y.shape)
-        cond = self._condition(hyper, ref_latents)
+        cond = self._condition(hyper, ref_latents, gain)
         decoded, likelihoods = [], []
         for index, y_slice in enumerate(y.split(self.slice_size, dim=1)):
             mean, scale, means_h = self._slice_params(index, hyper, cond, decoded)
@@ -216,8 +270,18 @@ class CLCModel(CompressionModel):
             y_hat_slice = quantize_ste(y_slice - mean) + mean
             decoded.append(y_hat_slice)
             decoded[index] = y_hat_slice + self._lrp(index, means_h, cond, decoded)
-        x_hat = self.g_s(torch.cat(decoded, dim=1))
+        y_hat = torch.cat(decoded, dim=1)
+        x_hat = self.g_s(y_hat * inverse_gain if inverse_gain is not None else y_hat)
         return {"x_hat": x_hat, "likelihoods": {"y": torch.cat(likelihoods, dim=1), "z": z_likelihoods}}
+
+    def _gains_for(self, quality):
+        if not self.config.variable_rate:
+            if quality is not None:
+                raise ValueError("this CLC model has a single rate: it takes no quality")
+            return None, None
+        if quality is None:
+            raise ValueError("this variable-rate CLC model needs a quality")
+        return self.gains(quality)
 
     def update(self, scale_table=None, force=False, update_quantiles: bool = False):
         return super().update(scale_table if scale_table is not None else get_scale_table(), force,
@@ -226,14 +290,18 @@ class CLCModel(CompressionModel):
     # -- coding ---------------------------------------------------------------------------
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, ref_latents=None) -> dict:
-        """One image (1, 3, H, W), H and W multiples of 64 -> rANS strings and y_hat."""
+    def compress(self, x: torch.Tensor, ref_latents=None, quality=None) -> dict:
+        """One image (1, 3, H, W), H and W multiples of 64 -> rANS strings and y_hat
+        (in gained units; ``synthesize`` maps it to the image)."""
+        gain, _ = self._gains_for(quality)
         y = self.g_a(x)
+        if gain is not None:
+            y = y * gain
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         hyper = self._hyper(z_hat, y.shape)
-        cond = self._condition(hyper, ref_latents)
+        cond = self._condition(hyper, ref_latents, gain)
         decoded, y_strings = [], []
         for index, y_slice in enumerate(y.split(self.slice_size, dim=1)):
             mean, scale, means_h = self._slice_params(index, hyper, cond, decoded)
@@ -246,11 +314,12 @@ class CLCModel(CompressionModel):
                 "y_hat": torch.cat(decoded, dim=1)}
 
     @torch.no_grad()
-    def decompress(self, z_string: bytes, y_strings: list[bytes], z_shape, ref_latents=None) -> dict:
+    def decompress(self, z_string: bytes, y_strings: list[bytes], z_shape, ref_latents=None, quality=None) -> dict:
+        gain, _ = self._gains_for(quality)
         z_hat = self.entropy_bottleneck.decompress([z_string], z_shape)
         y_shape = (1, self.config.latent_channels, z_shape[0] * 4, z_shape[1] * 4)
         hyper = self._hyper(z_hat, y_shape)
-        cond = self._condition(hyper, ref_latents)
+        cond = self._condition(hyper, ref_latents, gain)
         decoded = []
         for index in range(self.config.slices):
             mean, scale, means_h = self._slice_params(index, hyper, cond, decoded)
@@ -259,5 +328,10 @@ class CLCModel(CompressionModel):
             decoded.append(y_hat_slice)
             decoded[index] = y_hat_slice + self._lrp(index, means_h, cond, decoded)
         y_hat = torch.cat(decoded, dim=1)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1), "y_hat": y_hat}
+        return {"x_hat": self.synthesize(y_hat, quality).clamp_(0, 1), "y_hat": y_hat}
+
+    def synthesize(self, y_hat: torch.Tensor, quality=None) -> torch.Tensor:
+        """Decoded latent (gained units) -> image (unclamped)."""
+        _, inverse_gain = self._gains_for(quality)
+        return self.g_s(y_hat * inverse_gain if inverse_gain is not None else y_hat)
 
