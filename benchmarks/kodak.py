@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 KODAK = SHARED / "media" / "image" / "kodak"
 REFERENCE = SHARED / "reference" / "kodak-results"
-ANCHORS = {"JPEG": "jpeg.json", "BPG": "bpg_444_x265_ycbcr.json"}
+ANCHORS = {"JPEG": "jpeg.json", "WebP": "webp.json", "BPG": "bpg_444_x265_ycbcr.json"}
 
 
-def code_image(path: Path, quality: int, workdir: Path) -> dict:
+def code_image(path: Path, quality: float, workdir: Path) -> dict:
     """Encode ``path`` at ``quality`` to a file, decode the file, measure."""
     from nnc.bitstream import read_bitstream_file
     from nnc.codec.files import decode_image, make_options
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     import torch
 
     from nnc.codec.base import machine_description
-    from nnc.codec.clc import WEIGHTS_ENV, CLCBundle, weights_dir
+    from nnc.codec.clc import WEIGHTS_ENV, CLCBundle, quality_lambda, weights_dir
     from nnc.eval.output_paths import unused_path
 
     if args.out is None:
@@ -120,11 +120,13 @@ def main(argv=None) -> int:
     if args.weights is not None:
         os.environ[WEIGHTS_ENV] = str(args.weights.resolve())
     bundle = CLCBundle(weights_dir())
-    qualities = [int(q) for q in args.qualities.split(",")] if args.qualities else bundle.qualities
+    qualities = ([float(q) if bundle.variable_rate else int(q) for q in args.qualities.split(",")]
+                 if args.qualities else bundle.qualities)
     images = sorted(args.kodak.glob("kodim*.png"))[: args.images]
     if not images:
         print(f"nnc: no kodim*.png in {args.kodak}", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()[0]
     per_quality = []
     with tempfile.TemporaryDirectory(prefix="nnc-kodak-") as temp:
         for quality in qualities:
@@ -139,7 +141,8 @@ def main(argv=None) -> int:
                 rows = [code_image(path, quality, Path(temp)) for path in images]
             for row in rows:
                 print(f"q{quality} {row['image']}: {row['bpp']:.4f} bpp {row['psnr-rgb']:.2f} dB", flush=True)
-            per_quality.append({"quality": quality, "lambda": meta.get("lambda"), "weights_sha256": sha,
+            rate_lambda = (quality_lambda(meta["lambdas"], quality) if bundle.variable_rate else meta.get("lambda"))
+            per_quality.append({"quality": quality, "lambda": rate_lambda, "weights_sha256": sha,
                                 "train_steps": meta.get("steps"), "images": rows})
 
     def mean(key, rows):
@@ -153,6 +156,10 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": args.command or "python benchmarks/kodak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_description(),
+        # Encode/decode times are only comparable when nothing else ran (1-minute load
+        # average before and after the run).
+        "machine_load_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "machine_idle": load_before < 0.5 and os.getloadavg()[0] < 1.5 and args.jobs == 1,
         "bpp": "file bytes * 8 / pixels, header and container included",
         "psnr": "RGB, 8-bit decoded image, mean over images of per-image PSNR",
         "qualities": [{k: v for k, v in q.items() if k != "images"} for q in per_quality],
@@ -181,8 +188,11 @@ def main(argv=None) -> int:
             meta["bd_compared_vs_this"] = bd_against(other["bpp"], other["psnr-rgb"],
                                                      {"this": (results["bpp"], results["psnr-rgb"])})
     document = {"name": args.name, "description": "nnc CLC image codec (conditional latent coding), "
-                                                   "trained by nnc train clc on 40 photographs", "meta": meta,
+                                                   "trained by nnc train clc (meta.weights: on what)", "meta": meta,
                 "results": results}
+    document["meta"]["weights"] = {key: value for key, value in bundle.model(qualities[0])[1].items()
+                                   if key in ("steps", "lambdas", "lambda", "train_images", "video_frames", "held_back",
+                                              "conditioning", "crop", "batch_size", "lr", "init")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps({"results": results, "bd_vs": meta.get("bd_vs")}, indent=2))

@@ -15,14 +15,21 @@ thread, so encoder and decoder compute the same means and scales bit for bit (th
 count changes the order of float sums).  The same file therefore decodes to the same
 pixels, on the same machine, every time and in any process.
 
-Weights: ``models/weights/clc`` (``q<N>.safetensors`` plus ``dictionary.safetensors``),
-or the folder in the environment variable ``NNC_CLC_WEIGHTS``.
+Weights: ``models/weights/clc``, or the folder in the environment variable
+``NNC_CLC_WEIGHTS``: one variable-rate model ``clc.safetensors`` (gain units: any
+quality in [1, L], fractional ones between the trained rate points; the header stores
+the quality as a number) or single-rate points ``q<N>.safetensors`` (integer quality),
+plus ``dictionary.safetensors``.  Earlier generations of shipped weights live in
+subfolders (``v1/``: the four single-rate points of nnc before the variable-rate
+model); a file is decoded with whichever generation its header's weights hash names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -42,7 +49,12 @@ from .registry import register_codec
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "clc"
 WEIGHTS_ENV = "NNC_CLC_WEIGHTS"
-DEFAULT_QUALITY = 3
+VARIABLE_RATE_FILE = "clc.safetensors"
+DEFAULT_QUALITY = 3  # folders of single-rate points (q<N>.safetensors)
+# A variable-rate model's default is its quality whose lambda is nearest this one (the
+# trade-off the single-rate default q3 had).
+DEFAULT_LAMBDA = 0.013
+QUALITY_DECIMALS = 3  # an encoder's quality is rounded to this before use and storage
 QUALITY_FILE = re.compile(r"q(\d+)\.safetensors")
 HASH_DIGITS = 16  # 64 bits of SHA-256 identify weights and dictionary in the header
 MAX_PIXELS = 1 << 26
@@ -71,33 +83,84 @@ def single_thread():
         torch.set_num_threads(previous)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class CLCBundle:
-    """The rate points (``q<N>.safetensors``) and the dictionary of one weights folder."""
+    """The weights of one folder and its dictionary: either one variable-rate model
+    (``clc.safetensors``, any quality in [1, L]) or single-rate points (``q<N>.safetensors``).
+
+    Subfolders hold earlier generations of shipped weights, kept so that files coded
+    with them still decode (:func:`bundle_for_header` picks one by the header's hash).
+    """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise NncError(f"CLC weights folder {self.directory} does not exist (set {WEIGHTS_ENV} or reinstall nnc)")
-        self.files = quality_files(self.directory)
-        if not self.files:
-            raise NncError(f"no CLC weights (q<N>.safetensors) in {self.directory}")
+        variable = self.directory / VARIABLE_RATE_FILE
+        self.variable_rate_path = variable if variable.is_file() else None
+        self.files = {} if self.variable_rate_path else quality_files(self.directory)
+        if not self.files and not self.variable_rate_path:
+            raise NncError(f"no CLC weights ({VARIABLE_RATE_FILE} or q<N>.safetensors) in {self.directory}")
         self.dictionary_path = self.directory / "dictionary.safetensors"
 
     @property
+    def variable_rate(self) -> bool:
+        return self.variable_rate_path is not None
+
+    @property
+    def levels(self) -> int:
+        """A variable-rate model's number of trained rate points (its qualities 1..levels)."""
+        model, _, _ = self._variable_model()
+        return len(model.config.rate_lambdas)
+
+    @property
     def qualities(self) -> list[int]:
-        return sorted(self.files)
+        """The trained rate points (a variable-rate model also codes any quality between them)."""
+        return list(range(1, self.levels + 1)) if self.variable_rate else sorted(self.files)
 
-    def resolve_quality(self, quality: int | None) -> int:
-        """``quality``, or by default DEFAULT_QUALITY (the middle rate point when it is absent)."""
-        if quality is not None:
+    def describe_qualities(self) -> str:
+        if self.variable_rate:
+            return f"any quality from 1 to {self.levels}"
+        return "available: " + ", ".join(map(str, self.qualities))
+
+    def resolve_quality(self, quality: float | None) -> float | int:
+        """The quality an encoder uses: ``quality`` (rounded to QUALITY_DECIMALS for a
+        variable-rate model) or the default; an unavailable one is refused (one line)."""
+        if self.variable_rate:
+            if quality is None:
+                model, _, _ = self._variable_model()
+                lambdas = model.config.rate_lambdas
+                return float(1 + min(range(len(lambdas)),
+                                     key=lambda i: abs(math.log(lambdas[i] / DEFAULT_LAMBDA))))
+            quality = round(float(quality), QUALITY_DECIMALS)
+            if not 1 <= quality <= self.levels:
+                raise NncError(f"CLC quality {quality:g} is not available: these weights code "
+                               f"{self.describe_qualities()}")
             return quality
-        return DEFAULT_QUALITY if DEFAULT_QUALITY in self.files else self.qualities[len(self.qualities) // 2]
+        if quality is None:
+            return DEFAULT_QUALITY if DEFAULT_QUALITY in self.files else self.qualities[len(self.qualities) // 2]
+        if float(quality) != int(quality) or int(quality) not in self.files:
+            raise NncError(f"CLC quality {quality:g} is not available; {self.describe_qualities()}")
+        return int(quality)
 
-    def model(self, quality: int):
+    def _variable_model(self):
+        path = self.variable_rate_path
+        return _load_model(str(path), path.stat().st_mtime_ns)
+
+    def model(self, quality: float | int):
+        """(model, metadata, sha256) of the weights that code ``quality``."""
+        if self.variable_rate:
+            return self._variable_model()
         if quality not in self.files:
-            raise NncError(f"CLC quality {quality} is not available; available: "
-                           f"{', '.join(map(str, self.qualities))}")
+            raise NncError(f"CLC quality {quality:g} is not available; {self.describe_qualities()}")
         return _load_model(str(self.files[quality]), self.files[quality].stat().st_mtime_ns)
+
+    def model_quality(self, quality):
+        """What the model's compress/decompress take: the quality (variable rate) or None."""
+        return float(quality) if self.variable_rate else None
 
     def dictionary(self):
         if not self.dictionary_path.exists():
@@ -107,11 +170,51 @@ class CLCBundle:
     def feature_model(self):
         """The model whose analysis transform made the dictionary's retrieval features."""
         wanted = self.dictionary().meta.get("feature_weights_sha256")
-        for quality in self.qualities:
-            model, _, sha = self.model(quality)
+        for path in ([self.variable_rate_path] if self.variable_rate else [self.files[q] for q in self.qualities]):
+            model, _, sha = _load_model(str(path), path.stat().st_mtime_ns)
             if sha == wanted:
                 return model
         raise NncError(f"the CLC dictionary in {self.directory} was built with weights that are not there")
+
+    def weights_hash_for(self, model_header: dict) -> str | None:
+        """The hash prefix of this folder's weights for a header's model, None if it has none."""
+        try:
+            config = model_header.get("config")
+            variable = isinstance(config, dict) and bool(config.get("rate_lambdas"))
+            if variable != self.variable_rate:
+                return None
+            quality = model_header.get("quality")
+            if not variable and not (isinstance(quality, int) and quality in self.files):
+                return None
+            return self.model(quality)[2][:HASH_DIGITS]
+        except NncError:
+            return None
+
+
+def bundle_for_header(model_header) -> CLCBundle:
+    """The weights folder (or an earlier generation in one of its subfolders) holding the
+    weights a file names; the main folder when none does (its checks then say why)."""
+    main = CLCBundle(weights_dir())
+    if not isinstance(model_header, dict) or main.weights_hash_for(model_header) == model_header.get("weights"):
+        return main
+    for folder in sorted(p for p in main.directory.iterdir() if p.is_dir()):
+        try:
+            older = CLCBundle(folder)
+        except NncError:
+            continue
+        if older.weights_hash_for(model_header) == model_header.get("weights"):
+            return older
+    return main
+
+
+def quality_lambda(lambdas: list[float], quality: float) -> float:
+    """The lambda a variable-rate quality stands for: log-linear between the trained ones
+    (as the model interpolates its log-gains)."""
+    position = quality - 1
+    low = min(int(math.floor(position)), len(lambdas) - 1)
+    high = min(low + 1, len(lambdas) - 1)
+    t = position - low
+    return math.exp((1 - t) * math.log(lambdas[low]) + t * math.log(lambdas[high]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,7 +232,8 @@ def _load_dictionary(path: str, mtime: int):
 
 
 @functools.lru_cache(maxsize=16)
-def _reference_latents(model_key: str, dictionary_key: str, indices: tuple[int, ...], bundle_dir: str, quality: int):
+def _reference_latents(model_sha: str, dictionary_sha: str, indices: tuple[int, ...], bundle_dir: str, quality):
+    """The k references' latents (before any gain: the model applies the quality's gain)."""
     bundle = CLCBundle(Path(bundle_dir))
     model, _, _ = bundle.model(quality)
     with torch.no_grad(), single_thread():
@@ -173,8 +277,9 @@ def frame_streams(group: TensorGroup, index: int) -> bytes:
     raise InvalidBitstreamError(f"CLC frame {index} must hold one byte string {name}")
 
 
-def encode_image_tensor(bundle: CLCBundle, quality: int, image: torch.Tensor) -> CodedImage:
-    """(1, 3, H, W) float image in [0, 1] -> its coded form (rANS strings, references, y_hat)."""
+def encode_image_tensor(bundle: CLCBundle, quality, image: torch.Tensor) -> CodedImage:
+    """(1, 3, H, W) float image in [0, 1] -> its coded form (rANS strings, references, y_hat);
+    ``quality`` as :meth:`CLCBundle.resolve_quality` gives it."""
     model, _, sha = bundle.model(quality)
     x = pad_image(image.float().cpu())
     references: list[int] = []
@@ -183,9 +288,10 @@ def encode_image_tensor(bundle: CLCBundle, quality: int, image: torch.Tensor) ->
         dictionary = bundle.dictionary()
         with torch.no_grad():  # retrieval is the encoder's choice: no need for one thread here
             references = dictionary.retrieve(bundle.feature_model(), x, model.config.num_refs)
-        ref_latents = _reference_latents(sha, dictionary.sha256, tuple(references), str(bundle.directory), quality)
+        ref_latents = _reference_latents(sha, dictionary.sha256, tuple(references), str(bundle.directory),
+                                         None if bundle.variable_rate else quality)
     with single_thread():
-        out = model.compress(x, ref_latents)
+        out = model.compress(x, ref_latents, bundle.model_quality(quality))
     return CodedImage(references, [out["z_string"], *out["y_strings"]], out["y_hat"])
 
 
@@ -193,12 +299,17 @@ def _check_header(bundle: CLCBundle, model_header: dict):
     if not isinstance(model_header, dict):
         raise InvalidBitstreamError("CLC header is not an object")
     quality = model_header.get("quality")
-    if not isinstance(quality, int) or isinstance(quality, bool):
+    if bundle.variable_rate:
+        if not _is_number(quality):
+            raise InvalidBitstreamError("CLC header has no numeric quality")
+    elif not isinstance(quality, int) or isinstance(quality, bool):
         raise InvalidBitstreamError("CLC header has no integer quality")
     try:
         model, _, sha = bundle.model(quality)
     except NncError as error:
         raise InvalidBitstreamError(f"file needs {error}") from None
+    if bundle.variable_rate and not 1 <= quality <= len(model.config.rate_lambdas):
+        raise InvalidBitstreamError(f"CLC quality {quality} is outside 1..{len(model.config.rate_lambdas)}")
     if model_header.get("weights") != sha[:HASH_DIGITS]:
         raise InvalidBitstreamError(
             f"file was encoded with other CLC weights for quality {quality} ({str(model_header.get('weights'))[:20]}, "
@@ -238,7 +349,7 @@ def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, stre
                 or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in references)):
             raise InvalidBitstreamError(f"CLC references must be {config.num_refs} entry indices in 0..{size - 1}")
         ref_latents = _reference_latents(sha, bundle.dictionary().sha256, tuple(references), str(bundle.directory),
-                                         model_header["quality"])
+                                         None if bundle.variable_rate else model_header["quality"])
     elif references not in ([], None):
         raise InvalidBitstreamError("CLC references given for an unconditioned model")
     padded_h, padded_w = height + (-height % PAD_MULTIPLE), width + (-width % PAD_MULTIPLE)
@@ -256,17 +367,31 @@ def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, stre
         strings.append(data[position : position + length] + bytes(8 * count + 64))
         position += length
     with single_thread():
-        out = model.decompress(strings[0], strings[1:], z_shape, ref_latents)
+        out = model.decompress(strings[0], strings[1:], z_shape, ref_latents,
+                               bundle.model_quality(model_header["quality"]))
     return out["x_hat"][..., :height, :width], out["y_hat"]
 
 
-_SHIPPED = sorted(quality_files(SHIPPED_WEIGHTS)) or [DEFAULT_QUALITY]
+def _shipped_quality_help() -> str:
+    """The --quality help for the shipped weights (read from the safetensors header only)."""
+    variable = SHIPPED_WEIGHTS / VARIABLE_RATE_FILE
+    if variable.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(variable), framework="pt") as handle:
+                levels = len(json.loads(handle.metadata()["config"]).get("rate_lambdas") or [])
+            return (f"Quality, 1 (smallest file) to {levels}; fractions such as 2.5 lie between the trained rate "
+                    f"points (default: the rate point of lambda {DEFAULT_LAMBDA}).")
+        except (OSError, KeyError, ValueError, TypeError):
+            pass
+    shipped = sorted(quality_files(SHIPPED_WEIGHTS)) or [DEFAULT_QUALITY]
+    return f"Quality index of the shipped rate points, {shipped[0]} (smallest file) to {shipped[-1]} (default {DEFAULT_QUALITY})."
 
 
 @dataclass
 class CLCOptions(CodecOptions):
-    quality: int | None = option(None, f"Quality index of the shipped rate points, {_SHIPPED[0]} (smallest file) to "
-                                       f"{_SHIPPED[-1]} (default {DEFAULT_QUALITY}).", low=1)
+    quality: float | None = option(None, _shipped_quality_help(), low=1)
 
 
 @register_codec("clc")
@@ -302,13 +427,14 @@ class CLCCodec(Codec):
         header = {"config": model.config.to_dict(), "quality": quality, "weights": sha[:HASH_DIGITS],
                   "dictionary": bundle.dictionary().sha256[:HASH_DIGITS] if model.config.conditioning else None,
                   "frames": entries}
-        settings = {"quality": quality, "lambda": meta.get("lambda")}
+        settings = {"quality": quality, "lambda": meta.get("lambda") if not bundle.variable_rate
+                    else round(quality_lambda(model.config.rate_lambdas, quality), 6)}
         return CompressedVideo(model_header=header, groups=groups, settings=settings,
                                stats={"stream_bytes": sum(sum(e["lengths"]) for e in entries)})
 
     def decompress(self, model_header, groups, num_frames, height, width, *, device="cpu", batch_size=4,
                    frames: range | None = None) -> Iterator[torch.Tensor]:
-        bundle = CLCBundle(weights_dir())
+        bundle = bundle_for_header(model_header)
         if not isinstance(model_header, dict) or not isinstance(model_header.get("frames"), list):
             raise InvalidBitstreamError("CLC header has no frame list")
         entries = model_header["frames"]

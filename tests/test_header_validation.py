@@ -73,6 +73,9 @@ def test_hostile_field_values_are_one_line_value_errors(cls):
     cases = 0
     for item in dataclasses.fields(cls):
         for value in HOSTILE_BY_TYPE[_kind(cls, item.name)]:
+            default = getattr(cls(), item.name)
+            if type(value) is type(default) and value == default:  # a default is never hostile (CLC's rate_lambdas=[])
+                continue
             config = dict(cls().to_dict(), **{item.name: value})
             cases += 1
             try:
