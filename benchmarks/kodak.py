@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     if args.weights is not None:
         os.environ[WEIGHTS_ENV] = str(args.weights.resolve())
     bundle = CLCBundle(weights_dir())
-    qualities = ([float(q) if bundle.variable_rate else int(q) for q in args.qualities.split(",")]
+    qualities = ([bundle.resolve_quality(float(q)) for q in args.qualities.split(",")]
                  if args.qualities else bundle.qualities)
     images = sorted(args.kodak.glob("kodim*.png"))[: args.images]
     if not images:
@@ -141,7 +141,9 @@ def main(argv=None) -> int:
                 rows = [code_image(path, quality, Path(temp)) for path in images]
             for row in rows:
                 print(f"q{quality} {row['image']}: {row['bpp']:.4f} bpp {row['psnr-rgb']:.2f} dB", flush=True)
-            rate_lambda = (quality_lambda(meta["lambdas"], quality) if bundle.variable_rate else meta.get("lambda"))
+            model = bundle.model(quality)[0]
+            rate_lambda = (quality_lambda(model.config.rate_lambdas, quality) if bundle.variable_rate
+                           else meta.get("lambda"))
             per_quality.append({"quality": quality, "lambda": rate_lambda, "weights_sha256": sha,
                                 "train_steps": meta.get("steps"), "images": rows})
 

@@ -84,7 +84,15 @@ def single_thread():
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """An int or a finite float (JSON integers can have hundreds of digits: no float())."""
+    return type(value) is int or (type(value) is float and math.isfinite(value))
+
+
+def _show_quality(quality) -> str:
+    if type(quality) is float and quality.is_integer() and abs(quality) < 1e15:
+        return str(int(quality))
+    text = str(quality)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 class CLCBundle:
@@ -135,15 +143,14 @@ class CLCBundle:
                 lambdas = model.config.rate_lambdas
                 return float(1 + min(range(len(lambdas)),
                                      key=lambda i: abs(math.log(lambdas[i] / DEFAULT_LAMBDA))))
-            quality = round(float(quality), QUALITY_DECIMALS)
-            if not 1 <= quality <= self.levels:
-                raise NncError(f"CLC quality {quality:g} is not available: these weights code "
+            if not _is_number(quality) or not 1 <= quality <= self.levels:
+                raise NncError(f"CLC quality {_show_quality(quality)} is not available: these weights code "
                                f"{self.describe_qualities()}")
-            return quality
+            return round(float(quality), QUALITY_DECIMALS)
         if quality is None:
             return DEFAULT_QUALITY if DEFAULT_QUALITY in self.files else self.qualities[len(self.qualities) // 2]
-        if float(quality) != int(quality) or int(quality) not in self.files:
-            raise NncError(f"CLC quality {quality:g} is not available; {self.describe_qualities()}")
+        if not _is_number(quality) or quality not in self.files:
+            raise NncError(f"CLC quality {_show_quality(quality)} is not available; {self.describe_qualities()}")
         return int(quality)
 
     def _variable_model(self):
@@ -155,7 +162,7 @@ class CLCBundle:
         if self.variable_rate:
             return self._variable_model()
         if quality not in self.files:
-            raise NncError(f"CLC quality {quality:g} is not available; {self.describe_qualities()}")
+            raise NncError(f"CLC quality {_show_quality(quality)} is not available; {self.describe_qualities()}")
         return _load_model(str(self.files[quality]), self.files[quality].stat().st_mtime_ns)
 
     def model_quality(self, quality):

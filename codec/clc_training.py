@@ -81,7 +81,8 @@ def sample_video_frames(paths, per_video: int, min_size: int) -> tuple[list[torc
         if min(video.info.height, video.info.width) < min_size:
             raise NncError(f"{path}: {video.info.width}x{video.info.height} is smaller than the {min_size}-pixel crops")
         count = len(video.frames)
-        picks = sorted({round(i * (count - 1) / max(per_video - 1, 1)) for i in range(min(per_video, count))})
+        wanted = min(per_video, count)
+        picks = sorted({round(i * (count - 1) / max(wanted - 1, 1)) for i in range(wanted)})
         for index in picks:
             frame = video.frames[index]
             if frame.dtype != np.uint8:  # 16-bit sources: to the 8-bit scale photographs use
@@ -180,12 +181,16 @@ def train_clc(
         raise NncError("--lambda must be positive")
     if rate_lambdas and any(b <= a for a, b in zip(lambdas, lambdas[1:])):
         raise NncError("--lambdas must increase")
-    if holdout < 0 or eval_interval < 1 or eval_crop % 64:
+    if holdout < 0 or eval_interval < 1 or eval_crop < 64 or eval_crop % 64:
         raise NncError("--holdout must be >= 0, --eval-interval positive, --eval-crop a multiple of 64")
-    photos, files = load_training_images(data, max(crop, eval_crop if holdout else 0))
+    photos, files = load_training_images(data, crop)
     if holdout >= len(photos):
         raise NncError(f"--holdout {holdout} leaves no training photograph out of {len(photos)}")
     held_images, held_files = photos[len(photos) - holdout :], files[len(files) - holdout :]
+    for image, path in zip(held_images, held_files):
+        if min(image.shape[1:]) < eval_crop:
+            raise NncError(f"{path}: {image.shape[2]}x{image.shape[1]} (held back) is smaller than the "
+                           f"{eval_crop}-pixel evaluation crop (--eval-crop)")
     images, names = photos[: len(photos) - holdout], [f.name for f in files[: len(files) - holdout]]
     frame_images, frame_names = sample_video_frames(videos, frames_per_video, crop) if videos else ([], [])
     images, names = images + frame_images, names + frame_names
@@ -205,8 +210,12 @@ def train_clc(
     else:
         torch.manual_seed(seed)
         base = config or CLCConfig(conditioning=conditioning)
-        model = CLCModel(CLCConfig.from_dict(dict(base.to_dict(), conditioning=conditioning,
-                                                  rate_lambdas=list(rate_lambdas or []))))
+        try:
+            model_config = CLCConfig.from_dict(dict(base.to_dict(), conditioning=conditioning,
+                                                    rate_lambdas=list(rate_lambdas or [])))
+        except ValueError as error:  # e.g. a lambda outside the config's range, or too many
+            raise NncError(f"--lambdas: {error}") from None
+        model = CLCModel(model_config)
     model.to(device)
     variable_rate = model.config.variable_rate
     k = model.config.num_refs
@@ -215,10 +224,16 @@ def train_clc(
     if conditioning and held_images:
         # Each held-back photograph is conditioned on centre crops of its k nearest
         # training images (fixed, so the log's points are comparable over time).
-        features = pooled_colour_features(images)
-        nearest = torch.cdist(pooled_colour_features(held_images), features).topk(k, largest=False).indices
-        held_references = torch.stack([torch.stack([centre_crop(images[int(i)], eval_crop) for i in row])
-                                       for row in nearest])
+        # Only training images at least as large as the crop can serve; with fewer than
+        # k of them, the nearest repeat (as in training).
+        eligible = [i for i, image in enumerate(images) if min(image.shape[1:]) >= eval_crop]
+        if not eligible:
+            raise NncError(f"no training image is as large as the {eval_crop}-pixel evaluation crop (--eval-crop)")
+        features = pooled_colour_features([images[i] for i in eligible])
+        order = torch.cdist(pooled_colour_features(held_images), features).argsort(dim=1)
+        held_references = torch.stack([
+            torch.stack([centre_crop(images[eligible[int(row[j % len(eligible)])]], eval_crop) for j in range(k)])
+            for row in order])
 
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
@@ -245,8 +260,7 @@ def train_clc(
     # The log continues from the checkpoint: lines written after it are dropped.
     kept = []
     if start and log_path.exists():
-        kept = [line for line in log_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= start]
+        kept = [line for line in log_path.read_text().splitlines() if _log_step(line) <= start]
     log_path.write_text("".join(line + "\n" for line in kept))
     if not start:
         _append_log(log_path, {"step": 0, "event": "start", "train_images": len(images), "photos": len(images) - len(frame_images),
@@ -364,8 +378,17 @@ class _StopAtStepBoundary:
 
     def restore(self) -> None:
         for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+            # None: the previous handler was not installed from Python; the default stands in.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self.previous = {}
+
+
+def _log_step(line: str) -> float:
+    """The step of a log line; a line cut short by a kill (or empty) counts as after any."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return math.inf
 
 
 def _append_log(path: Path, entry: dict) -> None:

@@ -73,6 +73,14 @@ class CLCConfig(ModelConfig):
         if any(b <= a for a, b in zip(self.rate_lambdas, self.rate_lambdas[1:])):
             raise ValueError("model config rate_lambdas must increase")
 
+    def to_dict(self) -> dict:
+        # A single-rate config is written as it was before variable rate existed, so
+        # files coded with single-rate weights stay readable by nnc versions before it.
+        data = super().to_dict()
+        if not data["rate_lambdas"]:
+            del data["rate_lambdas"]
+        return data
+
     @property
     def variable_rate(self) -> bool:
         return bool(self.rate_lambdas)

@@ -125,7 +125,7 @@ def test_unavailable_and_tampered_qualities_are_refused(use_variable_bundle, tmp
     assert not (tmp_path / "x.nnc").exists()
     encode_image(synthetic_frames(1, 64, 64)[0], tmp_path / "a.nnc", "clc", CLCOptions(quality=2, show_progress=False))
     original = read_bitstream_file(tmp_path / "a.nnc")
-    for bad in (0.5, 3.5, "2", True, None, [2]):  # (inf and nan cannot be written: JSON)
+    for bad in (0.5, 3.5, "2", True, None, [2], 10**400, -(10**400)):  # (inf and nan cannot be written: JSON)
         header = json.loads(json.dumps(original.header))
         header["model"]["quality"] = bad
         data = encode_bitstream(Bitstream(codec="clc", header=header, groups=original.groups))
@@ -234,7 +234,26 @@ def test_train_command_takes_lambdas_and_videos(tmp_path):
     for extra, message in ((["--lambdas", "0.01,0.002"], "increase"), (["--lambdas", "0.01"], "at least two"),
                            (["--lambdas", "a,b"], "comma-separated"), ([], "either --lambda"),
                            (["--lambda", "0.01", "--lambdas", "0.01,0.02"], "either --lambda"),
-                           (["--lambda", "0.01", "--holdout", "4", "--eval-crop", "64"], "leaves no training")):
+                           (["--lambda", "0.01", "--holdout", "4", "--eval-crop", "64"], "leaves no training"),
+                           (["--lambda", "0.01", "--holdout", "1"], "smaller than the 256-pixel evaluation crop"),
+                           (["--lambda", "0.01", "--holdout", "1", "--eval-crop", "0"], "--eval-crop"),
+                           (["--lambdas", "0.01,20"], "--lambdas"), (["--lambdas", ",".join(str(0.001 * (i + 1)) for i in range(17))], "--lambdas")):
         result = runner.invoke(main, base + extra + ["-o", str(tmp_path / "x.safetensors")])
         assert result.exit_code != 0 and message in result.output, (extra, result.output)
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_video_frames_are_spread_over_the_clip(tmp_path):
+    _, clip = _training_data(tmp_path)  # 6 frames
+    frames, names = clc_training.sample_video_frames([clip], 3, 64)
+    assert [name.split("#")[1] for name in names] == ["0", "2", "5"]  # first, middle, last
+    assert frames[0].shape == (3, 64, 96) and frames[0].dtype == torch.uint8
+    _, names = clc_training.sample_video_frames([clip], 8, 64)  # more than the clip has: all of them
+    assert [name.split("#")[1] for name in names] == ["0", "1", "2", "3", "4", "5"]
+    with pytest.raises(NncError, match="smaller than the 128-pixel crops"):
+        clc_training.sample_video_frames([clip], 2, 128)
+
+
+def test_resume_ignores_a_log_line_cut_short_by_a_kill():
+    assert clc_training._log_step('{"step": 250, "seconds": 1.0}') == 250
+    assert clc_training._log_step('{"step": 500, "secon') == float("inf")
