@@ -60,8 +60,28 @@ def make_nirvana_golden() -> None:
     write_reference_frames(bitstream, GOLDEN_NIRVANA.with_name("golden_nirvana_frames.npz"))
 
 
+def make_clc_variable_rate_golden() -> None:
+    """CLC with the shipped variable-rate weights at the fractional quality 2.5 (gains
+    interpolated between two trained rate points), a 48x64 image padded to 64x64 and
+    cropped back.  ``python tests/make_golden.py clc``; only when the shipped weights change
+    (which also makes the previous file need its weights kept in a subfolder)."""
+    from nnc.codec.clc import CLCOptions
+    from nnc.codec.files import decode_image
+    from nnc.codec.image_api import encode_image
+    from synthetic import synthetic_frames
+
+    path = GOLDEN.with_name("golden_clc_variable_rate.nnc")
+    encode_image(synthetic_frames(1, 48, 64, seed=7)[0], path, "clc", CLCOptions(quality=2.5, show_progress=False))
+    data = path.read_bytes()
+    print(f"wrote {path} ({len(data)} bytes)")
+    print(f'GOLDEN_CLC_VARIABLE_RATE_SHA256 = "{hashlib.sha256(data).hexdigest()}"')
+    np.savez_compressed(path.with_name("golden_clc_variable_rate_frame.npz"), frame=decode_image(path))
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["nirvana"]:
     make_nirvana_golden()
+elif __name__ == "__main__" and sys.argv[1:] == ["clc"]:
+    make_clc_variable_rate_golden()
 elif __name__ == "__main__":
     video = synthetic_video(num_frames=4, height=32, width=64)
     options = HNeRVOptions(size=4e4, epochs=20, batch_size=2, lr=5e-3, device="cpu", show_progress=False)

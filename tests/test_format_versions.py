@@ -6,6 +6,12 @@ shipped weights): CLC then stored CompressAI's rANS strings as a 1-D 8-bit minma
 tensor.  Version 2 stores the same bytes as a raw byte string (FORMAT.md section 4.3);
 both must decode to the same image.  The HNeRV golden file (test_golden.py) covers
 version-1 files without raw bytes, which nnc still writes byte for byte.
+
+The shipped CLC weights changed since (one variable-rate model); the single-rate weights
+that wrote ``golden_clc_v1.nnc`` live on in ``models/weights/clc/v1/``, and the decoder
+finds them by the hash the file names.  ``data/golden_clc_variable_rate.nnc``
+(``python tests/make_golden.py clc``: quality 2.5 with the variable-rate weights) must
+keep decoding to its stored frame.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from synthetic import synthetic_frames
 GOLDEN_CLC_V1 = Path(__file__).parent / "data" / "golden_clc_v1.nnc"
 GOLDEN_CLC_V1_SHA256 = "59c79f17f4938a7bbb35f21a673f64de5b18d5d1370f1c055a65df895070c56f"
 GOLDEN_CLC_V1_PSNR = 21.6157  # RGB PSNR against its source, as the encoder reported it
+GOLDEN_CLC_VARIABLE_RATE = GOLDEN_CLC_V1.with_name("golden_clc_variable_rate.nnc")
+GOLDEN_CLC_VARIABLE_RATE_SHA256 = "61b539804d67043019b549b6ec7a8bedb45b9a36263cbf92f5dcb01927edd78c"
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,3 +73,18 @@ def test_new_clc_files_store_raw_bytes():
     assert len(group.raw_bytes[0].data) == sum(entry["lengths"])
     data = encode_bitstream(Bitstream("clc", {"media": info.to_dict(), "model": compressed.model_header}, [group]))
     assert inspect_bitstream(data)["format_version"] == 2
+
+
+def test_variable_rate_clc_golden_file_decodes_to_its_frame():
+    data = GOLDEN_CLC_VARIABLE_RATE.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_CLC_VARIABLE_RATE_SHA256
+    assert inspect_bitstream(data)["format_version"] == 2
+    model_header = decode_bitstream(data).header["model"]
+    assert model_header["quality"] == 2.5 and len(model_header["config"]["rate_lambdas"]) == 6
+    frames = decode_to_frames(GOLDEN_CLC_VARIABLE_RATE, device="cpu").frames
+    expected = np.load(GOLDEN_CLC_VARIABLE_RATE.with_name("golden_clc_variable_rate_frame.npz"))["frame"]
+    # Bit-exact on the machine that wrote it; elsewhere float rounding may move a pixel
+    # by one level, never more (a decoder that loses sync produces garbage).
+    difference = np.abs(frames[0].astype(int) - expected.astype(int))
+    assert frames.shape == (1, 48, 64, 3) and difference.max() <= 1 and (difference == 0).mean() > 0.99
+    assert psnr(frames[0], synthetic_frames(1, 48, 64, seed=7)[0]) > GOLDEN_CLC_V1_PSNR
