@@ -95,9 +95,13 @@ def test_encode_reports_the_psnr_the_decoder_produces(encoded):
     assert report.bpp == pytest.approx(report.file_bytes * 8 / (64 * 128 * 8))
     decoded = np.concatenate(list(decode_frames(read_bitstream_file(path))))
     assert decoded.shape == video.frames.shape and decoded.dtype == np.uint8
-    # The file decodes to exactly what the encoder quantized (network run on its tensors
-    # here, outside the codec), and the report's PSNR is that of these frames.
-    assert np.array_equal(decoded, encoder_reconstruction(compressed))
+    # The file decodes to what the encoder quantized (network run on its tensors here,
+    # outside the codec, one frame at a time), and the report's PSNR is that of these
+    # frames.  The decoder runs frames in batches: on CPUs with AVX-512, oneDNN picks
+    # other kernels per batch size, and a value on a rounding boundary may land one
+    # level apart (measured: 1 level on 5 pixels per million; AVX2 machines: none).
+    difference = np.abs(decoded.astype(int) - encoder_reconstruction(compressed).astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
     error = video.frames.astype(np.float64) - decoded
     psnr = float(np.mean(10 * np.log10(255.0**2 / np.mean(error**2, axis=(1, 2, 3)))))
     assert report.psnr == pytest.approx(psnr, abs=1e-6)
