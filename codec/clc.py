@@ -165,6 +165,13 @@ class CLCBundle:
             raise NncError(f"CLC quality {_show_quality(quality)} is not available; {self.describe_qualities()}")
         return _load_model(str(self.files[quality]), self.files[quality].stat().st_mtime_ns)
 
+    def reference_latents(self, model_sha: str, references: list[int], quality):
+        """The latents of dictionary entries ``references`` under the model of ``quality``
+        (cached; one cache entry serves every quality of a variable-rate model, whose
+        gain is applied afterwards)."""
+        return _reference_latents(model_sha, self.dictionary().sha256, tuple(references), str(self.directory),
+                                  None if self.variable_rate else quality)
+
     def model_quality(self, quality):
         """What the model's compress/decompress take: the quality (variable rate) or None."""
         return float(quality) if self.variable_rate else None
@@ -295,8 +302,7 @@ def encode_image_tensor(bundle: CLCBundle, quality, image: torch.Tensor) -> Code
         dictionary = bundle.dictionary()
         with torch.no_grad():  # retrieval is the encoder's choice: no need for one thread here
             references = dictionary.retrieve(bundle.feature_model(), x, model.config.num_refs)
-        ref_latents = _reference_latents(sha, dictionary.sha256, tuple(references), str(bundle.directory),
-                                         None if bundle.variable_rate else quality)
+        ref_latents = bundle.reference_latents(sha, references, quality)
     with single_thread():
         out = model.compress(x, ref_latents, bundle.model_quality(quality))
     return CodedImage(references, [out["z_string"], *out["y_strings"]], out["y_hat"])
@@ -355,8 +361,7 @@ def decode_image_tensor(bundle: CLCBundle, model_header: dict, entry: dict, stre
         if (not isinstance(references, list) or len(references) != config.num_refs
                 or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in references)):
             raise InvalidBitstreamError(f"CLC references must be {config.num_refs} entry indices in 0..{size - 1}")
-        ref_latents = _reference_latents(sha, bundle.dictionary().sha256, tuple(references), str(bundle.directory),
-                                         None if bundle.variable_rate else model_header["quality"])
+        ref_latents = bundle.reference_latents(sha, references, model_header["quality"])
     elif references not in ([], None):
         raise InvalidBitstreamError("CLC references given for an unconditioned model")
     padded_h, padded_w = height + (-height % PAD_MULTIPLE), width + (-width % PAD_MULTIPLE)

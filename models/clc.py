@@ -263,9 +263,7 @@ class CLCModel(CompressionModel):
     def forward(self, x: torch.Tensor, ref_latents=None, quality=None) -> dict:
         """Training pass; ``quality``: one per image (a variable-rate model needs it)."""
         gain, inverse_gain = self._gains_for(quality)
-        y = self.g_a(x)
-        if gain is not None:
-            y = y * gain
+        y = self._analyse(x, gain)
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         hyper = self._hyper(z_hat, y.shape)
@@ -279,7 +277,7 @@ class CLCModel(CompressionModel):
             decoded.append(y_hat_slice)
             decoded[index] = y_hat_slice + self._lrp(index, means_h, cond, decoded)
         y_hat = torch.cat(decoded, dim=1)
-        x_hat = self.g_s(y_hat * inverse_gain if inverse_gain is not None else y_hat)
+        x_hat = self._synthesize(y_hat, inverse_gain)
         return {"x_hat": x_hat, "likelihoods": {"y": torch.cat(likelihoods, dim=1), "z": z_likelihoods}}
 
     def _gains_for(self, quality):
@@ -302,9 +300,7 @@ class CLCModel(CompressionModel):
         """One image (1, 3, H, W), H and W multiples of 64 -> rANS strings and y_hat
         (in gained units; ``synthesize`` maps it to the image)."""
         gain, _ = self._gains_for(quality)
-        y = self.g_a(x)
-        if gain is not None:
-            y = y * gain
+        y = self._analyse(x, gain)
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
@@ -340,6 +336,13 @@ class CLCModel(CompressionModel):
 
     def synthesize(self, y_hat: torch.Tensor, quality=None) -> torch.Tensor:
         """Decoded latent (gained units) -> image (unclamped)."""
-        _, inverse_gain = self._gains_for(quality)
+        return self._synthesize(y_hat, self._gains_for(quality)[1])
+
+    def _analyse(self, x: torch.Tensor, gain) -> torch.Tensor:
+        """Image -> latent y in gained units (``gain`` None: a single-rate model)."""
+        y = self.g_a(x)
+        return y * gain if gain is not None else y
+
+    def _synthesize(self, y_hat: torch.Tensor, inverse_gain) -> torch.Tensor:
         return self.g_s(y_hat * inverse_gain if inverse_gain is not None else y_hat)
 

@@ -37,9 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CROP_POINT = (0.5143, 32.288)  # kodim23[200:328, 300:492] at quality 4: bpp, RGB PSNR (1,580 bytes)
 
 
-def tiny_model(seed: int, conditioning: bool = True) -> CLCModel:
+def tiny_model(seed: int, conditioning: bool = True, rate_lambdas: list[float] | None = None) -> CLCModel:
     torch.manual_seed(seed)
-    model = CLCModel(CLCConfig(conditioning=conditioning, **TINY)).eval()
+    model = CLCModel(CLCConfig(conditioning=conditioning, rate_lambdas=list(rate_lambdas or []), **TINY)).eval()
     with torch.no_grad():  # an untrained g_a gives latents near 0; scale them so there is something to code
         model.g_a[-1].weight.mul_(30)
     model.update(force=True)

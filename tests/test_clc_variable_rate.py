@@ -32,7 +32,7 @@ from nnc.models.clc import CLCConfig, CLCModel
 from nnc.models.clc_dictionary import build_dictionary
 
 from synthetic import synthetic_frames, synthetic_video
-from test_clc import TINY, make_bundle, photos
+from test_clc import TINY, make_bundle, photos, tiny_model
 
 LAMBDAS = [0.002, 0.01, 0.05]
 
@@ -40,12 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_variable_rate_model(seed: int) -> CLCModel:
-    torch.manual_seed(seed)
-    model = CLCModel(CLCConfig(rate_lambdas=LAMBDAS, **TINY)).eval()
-    with torch.no_grad():  # an untrained g_a gives latents near 0; scale them so there is something to code
-        model.g_a[-1].weight.mul_(30)
-    model.update(force=True)
-    return model
+    return tiny_model(seed, rate_lambdas=LAMBDAS)
 
 
 def make_variable_rate_bundle(directory, seed: int = 0):
