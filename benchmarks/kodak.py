@@ -35,7 +35,7 @@ REFERENCE = SHARED / "reference" / "kodak-results"
 ANCHORS = {"JPEG": "jpeg.json", "WebP": "webp.json", "BPG": "bpg_444_x265_ycbcr.json"}
 
 
-def code_image(path: Path, quality: float, workdir: Path) -> dict:
+def code_image(path: Path, quality: float, workdir: Path, keep: bool = False) -> dict:
     """Encode ``path`` at ``quality`` to a file, decode the file, measure."""
     from nnc.bitstream import read_bitstream_file
     from nnc.codec.files import decode_image, make_options
@@ -54,7 +54,8 @@ def code_image(path: Path, quality: float, workdir: Path) -> dict:
     started = time.perf_counter()
     decoded = decode_image(output)
     decode_seconds = time.perf_counter() - started
-    output.unlink()
+    if not keep:
+        output.unlink()
     h, w = image.shape[:2]
     return {"image": path.name, "bytes": file_bytes, "bpp": file_bytes * 8 / (h * w),
             "psnr-rgb": float(psnr_per_frame(image[None], decoded[None], 255)[0]),
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", type=Path, default=None,
                         help="another results JSON (the conditioned model) to compare this one with")
     parser.add_argument("--command", default=None, help="command line to record in meta")
+    parser.add_argument("--bitstreams", type=Path, default=None,
+                        help="keep every .nnc file in this folder (anyone can decode them and check bpp and PSNR)")
     parser.add_argument("--jobs", type=int, default=1, help="images coded in parallel processes (one torch thread each)")
     args = parser.parse_args(argv)
 
@@ -129,6 +132,9 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     per_quality = []
     with tempfile.TemporaryDirectory(prefix="nnc-kodak-") as temp:
+        keep = args.bitstreams is not None
+        workdir = args.bitstreams if keep else Path(temp)
+        workdir.mkdir(parents=True, exist_ok=True)
         for quality in qualities:
             _, meta, sha = bundle.model(quality)
             rows = []
@@ -136,9 +142,10 @@ def main(argv=None) -> int:
                 from concurrent.futures import ProcessPoolExecutor
 
                 with ProcessPoolExecutor(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-                    rows = list(pool.map(code_image, images, [quality] * len(images), [Path(temp)] * len(images)))
+                    rows = list(pool.map(code_image, images, [quality] * len(images), [workdir] * len(images),
+                                        [keep] * len(images)))
             else:
-                rows = [code_image(path, quality, Path(temp)) for path in images]
+                rows = [code_image(path, quality, workdir, keep) for path in images]
             for row in rows:
                 print(f"q{quality} {row['image']}: {row['bpp']:.4f} bpp {row['psnr-rgb']:.2f} dB", flush=True)
             model = bundle.model(quality)[0]
