@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nnc import __version__
 from nnc.bitstream import read_bitstream_file
@@ -82,9 +83,14 @@ def main(argv=None) -> None:
     parser.add_argument("--lambda", dest="rate_lambda", type=float, help="NIRVANA: rate weight (default: the codec's)")
     parser.add_argument("--workers", type=int, help="NIRVANA: parallel chains of groups (default 1)")
     parser.add_argument("--prune", type=float, help="NeRV/NeRV++/HiNeRV: fraction of weights removed (default 0.4; HiNeRV 0.15)")
+    parser.add_argument("--loss", choices=("l2", "fusion6"), help="training loss (default: the model's, see MODEL_OPTIONS)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the model's, see MODEL_OPTIONS)")
     parser.add_argument("--epochs", type=int, help="default: the tier's (300)")
     parser.add_argument("--size", type=float, help="model size in parameters (default: the tier's)")
+    parser.add_argument("--time-budget", help="training time budget (90s, 20m, 2h): plans every phase's epochs "
+                                               "to fit it (replaces --epochs)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
+    parser.add_argument("--dry-run", action="store_true", help="calibrate, print the plan and exit")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--input", type=Path, default=BUNNY)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks",
@@ -97,15 +103,21 @@ def main(argv=None) -> None:
     if not args.input.exists():
         raise SystemExit(f"bunny clip not found at {args.input} (it lives in ../shared/media/video)")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tier = TIERS[args.tier]
     epochs = args.epochs or tier["epochs"]
     size = args.size or tier["size"]
     video = load_bunny(args.tier, args.input)
     tag = f"bunny_{args.tier}_{args.model}_{size / 1e6:g}M_e{epochs}"
+    if args.time_budget:
+        tag = f"bunny_{args.tier}_{args.model}_{size / 1e6:g}M_t{args.time_budget}"
     if args.rate_lambda is not None:
         tag += f"_l{args.rate_lambda:g}"
     if args.lr is not None:
         tag += f"_lr{args.lr:g}"
+    if args.loss is not None and args.loss != MODEL_OPTIONS[args.model].get("loss"):
+        tag += f"_{args.loss}"
     if args.output is not None:
         out_json, tag = args.output, args.output.stem
     else:
@@ -117,8 +129,14 @@ def main(argv=None) -> None:
 
     options = make_options(args.model, size=size, epochs=epochs, device=args.device, show_progress=not args.quiet,
                            rate_lambda=args.rate_lambda, workers=args.workers, prune=args.prune,
-                           **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {})))
+                           **({"time_budget": args.time_budget} if args.time_budget else {}),
+                           **({"dry_run": True} if args.dry_run else {}),
+                           **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {}),
+                                  **({"loss": args.loss} if args.loss else {})))
     report = encode_video(video, nnc_path, args.model, options)
+    if args.dry_run:
+        print(json.dumps(report.plan, indent=2, default=str))
+        return
 
     started = time.perf_counter()
     bitstream = read_bitstream_file(nnc_path)
@@ -167,10 +185,13 @@ def main(argv=None) -> None:
             "nnc": __version__,
             "command": f"python benchmarks/bunny.py --tier {args.tier} --model {args.model} --epochs {epochs}"
             + (f" --size {size:g}" if args.size else "")
+            + (f" --time-budget {args.time_budget}" if args.time_budget else "")
+            + (f" --threads {args.threads}" if args.threads else "")
             + (f" --lambda {args.rate_lambda:g}" if args.rate_lambda is not None else "")
             + (f" --workers {args.workers}" if args.workers else "")
             + (f" --prune {args.prune:g}" if args.prune is not None else "")
-            + (f" --lr {args.lr:g}" if args.lr else ""),
+            + (f" --lr {args.lr:g}" if args.lr else "")
+            + (f" --loss {args.loss}" if args.loss else ""),
         },
     }
     out_json.write_text(json.dumps(result, indent=2) + "\n")

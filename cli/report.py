@@ -39,8 +39,9 @@ from .errors import reports_errors
 @click.option("--address", help="Ray cluster address (default: start a local Ray instance).")
 @click.option("--overlay", "overlays", multiple=True, type=click.Path(path_type=Path),
               help="Published curves to draw dashed: CompressAI results JSON or uvg-results CSV (repeatable).")
-@click.option("--bitstream", "bitstreams", multiple=True, type=click.Path(path_type=Path),
-              help="An existing .nnc file of the (single) input, decoded and measured as one point (repeatable).")
+@click.option("--bitstream", "bitstreams", multiple=True, metavar="[CURVE=]PATH",
+              help="An existing .nnc file of the (single) input, decoded and measured as one point (repeatable); "
+                   "files given the same CURVE name form one curve (BD-rates need 2 points or more).")
 @click.option("--bpp-axis", type=click.Choice(["log", "linear"]), default="log", show_default=True,
               help="Scale of the plots' bpp axis.")
 @click.option("--per-input-plots/--no-per-input-plots", default=True, show_default=True,

@@ -45,7 +45,17 @@ class CodecPlan:
     classical: ClassicalCodec | None = None
     kind: str = "video"  # nnc models: their CodecKind's value ("video", "video-set", "image")
     nnc_rate_kind: str = "size"  # nnc models: the kind of rate point their rate option takes
-    bitstream: str | None = None  # an existing .nnc file, measured as it is (no encoding)
+    # existing .nnc files, measured as they are (no encoding): one point each, one curve
+    bitstreams: tuple[str, ...] = ()
+
+    @property
+    def bitstream(self) -> str | None:
+        """The first file of a bitstream curve (None: not a bitstream curve)."""
+        return self.bitstreams[0] if self.bitstreams else None
+
+    def bitstream_path(self, rate_value: str) -> str:
+        """The file of the rate point ``rate_value`` (a file name) of a bitstream curve."""
+        return next(path for path in self.bitstreams if Path(path).name == rate_value)
 
     @property
     def rate_kind(self) -> str:
@@ -59,15 +69,16 @@ class CodecPlan:
     def default_rates(self) -> tuple:
         if self.classical is not None:
             return self.classical.default_rates
-        if self.bitstream is not None:
-            return (Path(self.bitstream).name,)
+        if self.bitstreams:
+            return tuple(Path(path).name for path in self.bitstreams)
         return NNC_DEFAULT_RATES[self.rate_kind]
 
     def describe(self) -> str:
         if self.classical is not None:
             return self.classical.describe()
-        if self.bitstream is not None:
-            return (f"an existing .nnc file ({self.bitstream}), decoded and measured as it is; bpp from its size; "
+        if self.bitstreams:
+            files = ", ".join(self.bitstreams)
+            return (f"existing .nnc files ({files}), decoded and measured as they are; bpp from their size; "
                     "encoded earlier, so no encode time")
         knob = {"size": "model size in parameters", "lambda": "rate-distortion lambda",
                 "quality": "quality index"}[self.rate_kind]
@@ -89,12 +100,24 @@ def resolve_codec(name: str) -> CodecPlan:
     return CodecPlan(name, kind=codec.kind.value, nnc_rate_kind=rate_kind)
 
 
-def bitstream_plan(path: Path) -> CodecPlan:
-    """A committed or earlier .nnc file as a one-point curve named after the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise NncError(f"--bitstream {path}: no such file")
-    return CodecPlan(path.stem, kind="bitstream", bitstream=str(path))
+def bitstream_plans(specs: Iterable[str]) -> list[CodecPlan]:
+    """``--bitstream [CURVE=]PATH`` (repeatable) -> one curve per CURVE (a file without
+    CURVE is a one-point curve named after the file), in the order first named."""
+    curves: dict[str, list[str]] = {}
+    for spec in specs:
+        spec = str(spec)
+        name, path = None, spec
+        match = re.fullmatch(r"([\w.+-]+)=(.+)", spec)
+        if match and not Path(spec).is_file():  # a file whose name holds "=" is still a file
+            name, path = match[1], match[2]
+        if not Path(path).is_file():
+            raise NncError(f"--bitstream {spec}: no such file")
+        name = name or Path(path).stem
+        files = curves.setdefault(name, [])
+        if Path(path).name in [Path(f).name for f in files]:
+            raise NncError(f"--bitstream {spec}: curve {name} already has a file named {Path(path).name}")
+        files.append(path)
+    return [CodecPlan(name, kind="bitstream", bitstreams=tuple(files)) for name, files in curves.items()]
 
 
 def _parse_number(text: str, kind: str, codec: str) -> float | int:
@@ -174,12 +197,13 @@ def make_job(spec_dict: dict, input_hash: str, plan: CodecPlan, rate: tuple, set
     keyed_settings = {k: v for k, v in settings.items() if k != "threads"}
     key_material = {"input": input_hash, "codec": plan.name, "rate": list(rate), "settings": keyed_settings,
                     "nnc": __version__, "measurement": MEASUREMENT_VERSION}
-    if plan.bitstream is not None:
-        key_material["bitstream_sha256"] = hashlib.sha256(Path(plan.bitstream).read_bytes()).hexdigest()
+    bitstream = plan.bitstream_path(rate[1]) if plan.bitstreams else None
+    if bitstream is not None:
+        key_material["bitstream_sha256"] = hashlib.sha256(Path(bitstream).read_bytes()).hexdigest()
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:32]
     return {"key": key, "input": spec_dict, "input_hash": input_hash, "codec": plan.name,
             "codec_kind": "classical" if plan.classical else plan.kind, "rate": list(rate), "settings": settings,
-            **({"bitstream": plan.bitstream} if plan.bitstream else {})}
+            **({"bitstream": bitstream} if bitstream else {})}
 
 
 # -- the worker side -------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import MediaError, NncError
 from .bdrate import bd_psnr, bd_rate
 from .datasets import InputSpec, resolve_inputs
-from .jobs import (CodecPlan, bitstream_plan, load_cached, make_job, parse_rates, rate_label, resolve_codec, run_jobs,
+from .jobs import (CodecPlan, bitstream_plans, load_cached, make_job, parse_rates, rate_label, resolve_codec, run_jobs,
                    store_cached)
 from .plots import METRIC_LABELS, Curve, overlay_warnings, overlays_for, rd_plot, read_overlay
 
@@ -97,7 +97,8 @@ class ReportSettings:
     backend: str = "local"
     address: str | None = None
     overlays: list[Path] = field(default_factory=list)
-    bitstreams: list[Path] = field(default_factory=list)  # existing .nnc files measured as one-point curves
+    # existing .nnc files measured as they are: "PATH" (a one-point curve) or "CURVE=PATH"
+    bitstreams: list[str] = field(default_factory=list)
     bpp_axis: str = "log"  # "log" (default: nnc points at several bpp would squash the rest) or "linear"
     per_input_plots: bool = True  # with many inputs (Kodak's 24), the average plots may be enough
     progress: bool = True
@@ -172,10 +173,9 @@ def run_report(settings: ReportSettings) -> ReportOutcome:
         plan = resolve_codec(name)
         if plan.name not in [p.name for p in plans]:
             plans.append(plan)
-    for path in settings.bitstreams:
-        plan = bitstream_plan(Path(path))
+    for plan in bitstream_plans(settings.bitstreams):
         if plan.name in [p.name for p in plans]:
-            raise NncError(f"--bitstream {path}: the name {plan.name} is already a codec of this report")
+            raise NncError(f"--bitstream {plan.bitstream}: the name {plan.name} is already a codec of this report")
         plans.append(plan)
     if not plans:
         raise NncError("--codecs: name at least one codec")

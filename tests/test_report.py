@@ -346,3 +346,48 @@ def test_ray_backend_with_a_local_instance(clip, tmp_path):
         assert [r["status"] for r in rows] == ["ok", "ok"]
     finally:
         ray.shutdown()
+
+
+def test_bitstreams_named_alike_form_one_curve_with_a_bd_rate(clip, tmp_path):
+    files = []
+    for size in ("60k", "90k"):
+        path = tmp_path / f"hnerv_{size}.nnc"
+        result = run("encode", clip, "-o", path, "--params", size, *HNERV, "--quiet")
+        assert result.exit_code == 0, result.output
+        files.append(path)
+    output = tmp_path / "report"
+    result = run("report", "--dataset", clip, "--codecs", "x265", "--rates", "x265=22,32,42",
+                 "--bitstream", f"rate-curve={files[1]}", "--bitstream", f"rate-curve={files[0]}",
+                 "--bitstream", files[0], "-q", "-o", output)
+    assert result.exit_code == 0, result.output
+    curve = json.loads((output / "results" / "clip" / "rate-curve.json").read_text())["results"]
+    pixels = FRAMES * HEIGHT * WIDTH
+    assert curve["bpp"] == pytest.approx(sorted(p.stat().st_size * 8 / pixels for p in files))
+    single = json.loads((output / "results" / "clip" / "hnerv_60k.json").read_text())["results"]
+    assert single["bpp"] == pytest.approx([files[0].stat().st_size * 8 / pixels])
+    rows = {r["codec"]: r for r in csv.DictReader(open(output / "bd.csv"))}
+    from nnc.eval.bdrate import bd_psnr, bd_rate
+
+    anchor = json.loads((output / "results" / "clip" / "x265-medium.json").read_text())["results"]
+    for column, function in (("bd-rate psnr-rgb (%)", bd_rate), ("bd-psnr psnr-rgb (dB)", bd_psnr)):
+        try:  # the table holds the library's value over the curves' overlap, empty where there is none
+            expected = function(anchor["bpp"], anchor["psnr-rgb"], curve["bpp"], curve["psnr-rgb"])
+        except NncError:
+            expected = None
+        value = rows["rate-curve"][column]
+        assert (value == "") if expected is None else float(value) == pytest.approx(expected, rel=1e-4)
+    assert rows["hnerv_60k"]["bd-rate psnr-rgb (%)"] == ""  # one point: no curve to integrate
+
+
+@pytest.mark.parametrize("specs, message", [
+    (["curve={missing}"], "no such file"),
+    (["curve={a}", "curve={a}"], "already has a file named"),
+])
+def test_bad_bitstream_curves_are_one_line_errors(clip, tmp_path, specs, message):
+    a = tmp_path / "a.nnc"
+    a.write_bytes(b"")
+    args = []
+    for spec in specs:
+        args += ["--bitstream", spec.format(missing=tmp_path / "missing.nnc", a=a)]
+    result = run("report", "--dataset", clip, "--codecs", "x265", *args, "-q", "-o", tmp_path / "out")
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
