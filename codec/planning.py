@@ -9,8 +9,10 @@ After a few calibration steps of the first phase the planner knows the time per 
   a budget, with advice when an unbudgeted run would take over an hour);
 * with a time budget it scales every phase's epochs by one factor so that the whole
   recipe ends within the budget; the loop then lays its warm-up + cosine schedule over
-  the planned length (not a cosine cut off by the clock).  The budget also stays a hard
-  stop (the planner is a :class:`~nnc.codec.training_hooks.TimeBudget`);
+  the planned length (not a cosine cut off by the clock).  Should the measured pace drift
+  from the calibrated one (a busy machine), the remaining epochs are planned again with
+  the pace measured since calibration.  The budget also stays a hard stop (the planner is
+  a :class:`~nnc.codec.training_hooks.TimeBudget`);
 * with ``dry_run`` it raises :class:`PlanOnly` carrying the plan, before any file is written.
 
 The plan (the scale factor and the calibrated time per step) is part of the planner's
@@ -33,6 +35,15 @@ CALIBRATION_STEPS = 4  # timed steps after the first one (which pays one-off cos
 CALIBRATION_SHARE = 0.1  # at most this share of a budget is spent before the plan is made
 PLAN_FRACTION = 0.9  # plan to end at 90% of the budget: later phases may be a little slower per step
 LONG_RUN_SECONDS = 3600.0
+# Re-planning under a budget: the machine may slow down after calibration (another job starts)
+# or speed up.  When the pace measured since calibration projects an end more than
+# REPLAN_DEVIATION of the budget away from the planned one, every remaining epoch is planned
+# again (at most once per REPLAN_EVERY of the budget, after MIN_REPLAN_STEPS steps), so the
+# last phases (pruning fine-tune, quantization-aware) still run instead of being cut by the
+# hard stop.
+REPLAN_DEVIATION = 0.03
+REPLAN_EVERY = 0.05
+MIN_REPLAN_STEPS = 20
 SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -200,6 +211,11 @@ class SchedulePlanner(TimeBudget):
         self.steps_done = 0  # steps of runs that finished
         self._first_step_seconds: float | None = None
         self.line = ""  # the estimate line, once printed
+        # (steps done, seconds used) when the plan was made, and the seconds used at the last
+        # re-plan: the pace since calibration decides whether the plan still fits
+        self._calibrated_at: tuple[int, float] | None = None
+        self._replanned_at = 0.0
+        self.replans = 0
 
     # -- the loop's planning hooks --------------------------------------------------
     def phase_epochs(self, phase: str, requested: int) -> int:
@@ -211,6 +227,8 @@ class SchedulePlanner(TimeBudget):
     def revise_epochs(self, run: TrainingRun, epochs: int, requested: int) -> int:
         """After each step: once calibrated, the current run's planned epochs."""
         if self.scale is not None:
+            if self.budget is not None and self._replan(run):
+                return self.phase_epochs(run.phase, requested)
             return epochs
         if run.step == 1 and self._first_step_seconds is None:
             self._first_step_seconds = run.seconds
@@ -228,20 +246,46 @@ class SchedulePlanner(TimeBudget):
         return self.phase_epochs(run.phase, requested)
 
     def _make_plan(self, run: TrainingRun) -> None:
-        per_step = self.seconds_per_step
-        total = self.recipe.steps
         if self.budget is None:
             self.scale = 1.0
         else:
-            done = self.steps_done + run.step
-            available = self.budget * PLAN_FRACTION - self.used(run)
-            self.scale = max(done + max(available, 0.0) / per_step, 1.0) / max(total, 1)
+            self.scale = self._fitting_scale(run, self.seconds_per_step)
+            self._calibrated_at = (self.steps_done + run.step, self.used(run))
         plan = self.plan()
         self.line = plan["text"]
         if self.log is not None:
             self.log(self.line)
         if self.dry_run:
             raise PlanOnly(plan)
+
+    def _fitting_scale(self, run: TrainingRun, per_step: float) -> float:
+        """The scale of the requested epochs that ends the recipe at PLAN_FRACTION of the
+        budget when the remaining steps take ``per_step`` seconds each."""
+        done = self.steps_done + run.step
+        available = self.budget * PLAN_FRACTION - self.used(run)
+        return max(done + max(available, 0.0) / per_step, 1.0) / max(self.recipe.steps, 1)
+
+    def _replan(self, run: TrainingRun) -> bool:
+        """Plan the remaining epochs again when the pace since calibration has drifted."""
+        if self._calibrated_at is None:
+            return False
+        used, done = self.used(run), self.steps_done + run.step
+        steps_then, used_then = self._calibrated_at
+        if done - steps_then < MIN_REPLAN_STEPS or used - self._replanned_at < REPLAN_EVERY * self.budget:
+            return False
+        pace = (used - used_then) / (done - steps_then)
+        projected = used + max(self.scale * self.recipe.steps - done, 0.0) * pace
+        if abs(projected - self.budget * PLAN_FRACTION) <= REPLAN_DEVIATION * self.budget:
+            return False
+        planned_pace, self.seconds_per_step = self.seconds_per_step, pace
+        self.scale, self._replanned_at = self._fitting_scale(run, pace), used
+        self.replans += 1
+        if self.log is not None:
+            epochs = " + ".join(f"{name} {count}" for name, count in self.plan()["epochs"].items() if count > 0)
+            self.log(f"nnc: re-planned after {format_duration(used)}: {pace:.3g} s/step measured since calibration "
+                     f"({planned_pace:.3g} planned); epochs now {epochs}, to fit the "
+                     f"{format_duration(self.budget)} time budget")
+        return True
 
     def plan(self) -> dict:
         """The plan as data and as the one estimate line."""
@@ -275,13 +319,18 @@ class SchedulePlanner(TimeBudget):
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), scale=self.scale, seconds_per_step=self.seconds_per_step,
-                    steps_done=self.steps_done)
+                    steps_done=self.steps_done, calibrated_at=self._calibrated_at, replanned_at=self._replanned_at,
+                    replans=self.replans)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.scale = None if state.get("scale") is None else float(state["scale"])
         self.seconds_per_step = None if state.get("seconds_per_step") is None else float(state["seconds_per_step"])
         self.steps_done = int(state.get("steps_done", 0))
+        calibrated = state.get("calibrated_at")
+        self._calibrated_at = None if calibrated is None else (int(calibrated[0]), float(calibrated[1]))
+        self._replanned_at = float(state.get("replanned_at", 0.0))
+        self.replans = int(state.get("replans", 0))
 
 
 @dataclass

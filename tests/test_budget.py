@@ -71,6 +71,37 @@ def test_a_budget_scales_every_phase_to_fit_after_calibration():
     assert resumed.phase_epochs("train", 100) == epochs and len(lines) == 1
 
 
+def test_a_run_that_slows_down_after_calibration_is_planned_again_to_fit():
+    lines = []
+    planner = SchedulePlanner(recipe(), 100.0, log=lines.append)
+    run = FakeRun("train", 200)
+    for step in range(1, 6):  # calibrated at 0.5 s/step, as above: 177 of 220 steps planned
+        run.step, run.clock = step, 2.0 + 0.5 * (step - 1)
+        planner.revise_epochs(run, 100, 100)
+    planned = planner.phase_epochs("train", 100)
+    steady = SchedulePlanner(recipe(), 100.0, log=None)
+    steady.load_state_dict(planner.state_dict())
+    clock = run.clock
+    for step in range(6, 41):  # the same pace: the plan stands
+        run.step, run.clock = step, clock + 0.5 * (step - 5)
+        assert steady.revise_epochs(run, planned, 100) == planned
+    assert steady.replans == 0
+    epochs = planned
+    for step in range(6, 41):  # another job starts: 1 s a step from here on
+        run.step, run.clock = step, clock + 1.0 * (step - 5)
+        epochs = planner.revise_epochs(run, epochs, 100)
+    assert planner.replans >= 1 and epochs < planned
+    # the pace since calibration (1 s/step over 35 steps) plans the rest: every phase scaled alike
+    assert planner.seconds_per_step == pytest.approx(1.0, rel=0.05)
+    remaining = (100 * 0.9 - run.clock) / planner.seconds_per_step
+    assert planner.scale * 220 == pytest.approx(run.step + remaining, rel=0.01)
+    assert planner.phase_epochs("finetune", 10) == round(10 * planner.scale) < round(10 * 177 / 220)
+    assert any(line.startswith("nnc: re-planned after") and "time budget" in line for line in lines)
+    resumed = SchedulePlanner(recipe(), 100.0, log=None)  # the new plan travels in checkpoints
+    resumed.load_state_dict(planner.state_dict())
+    assert resumed.phase_epochs("train", 100) == epochs and resumed.replans == planner.replans
+
+
 def test_without_a_budget_the_estimate_keeps_the_epochs_and_advises_when_long():
     lines = []
     planner = SchedulePlanner(recipe(phases=[Phase("train", 3000, 10)]), None, log=lines.append)
