@@ -92,15 +92,15 @@ def decode(path, *, frames: int | str | tuple[int, int | None] | None = None, de
     """The decoded RGB frames of a .nnc file: numpy (T, H, W, 3), uint8 (uint16 above 8 bits).
     ``frames`` decodes only some, as ``nnc decode --frames``: N (the first N), ``"10:20"`` or
     ``(10, 20)`` (STOP exclusive; ``(10, None)`` to the end)."""
-    from .bitstream import read_bitstream_file
     from .codec.files import decode_to_frames
-    from .codec.video_api import decode_frames, resolve_frame_range, media_info
+    from .codec.video_api import decode_frames, media_info, read_for_decode, resolve_frame_range
     from .units import parse_frame_range
 
     if frames is None:
         return decode_to_frames(Path(path), device=device).frames
-    bitstream = read_bitstream_file(Path(path))
-    wanted = resolve_frame_range(parse_frame_range(frames, "frames"), media_info(bitstream).num_frames)
+    frame_range = parse_frame_range(frames, "frames")
+    bitstream = read_for_decode(Path(path), frame_range)  # a segmented file: only the segments needed
+    wanted = resolve_frame_range(frame_range, media_info(bitstream).num_frames)
     return np.concatenate(list(decode_frames(bitstream, device=device, frames=wanted)))
 
 

@@ -9,8 +9,10 @@ from nnc.bitstream.chunks import (
     Chunk,
     append_group,
     assemble,
+    decode_selected,
     encode_group_chunk,
     group_chunks,
+    group_names,
     join_chunks,
     split_chunks,
 )
@@ -26,6 +28,7 @@ from nnc.bitstream.container import (
     read_bitstream_file,
     write_bitstream_file,
 )
+from nnc.bitstream.framing import SEGMENTS_VERSION
 from nnc.bitstream.quantize import (
     QuantizedTensor,
     quantize_best_axis,
@@ -42,13 +45,16 @@ __all__ = [
     "Chunk",
     "QuantizedTensor",
     "RawBytes",
+    "SEGMENTS_VERSION",
     "TensorGroup",
     "append_group",
     "assemble",
     "decode_bitstream",
+    "decode_selected",
     "encode_bitstream",
     "encode_group_chunk",
     "group_chunks",
+    "group_names",
     "inspect_bitstream",
     "join_chunks",
     "quantize_best_axis",

@@ -6,7 +6,9 @@ groups' bytes exactly: :func:`group_chunks` takes them from a file verbatim,
 :func:`encode_group_chunk` encodes one new group, :func:`assemble` writes a file from a
 header and group chunks, :func:`append_group` does all three.  :func:`split_chunks` and
 :func:`join_chunks` give tools (the decoder fuzzer) every chunk, and
-:func:`group_fields` where each field of a group lies.  Only bitstream/ knows the
+:func:`group_fields` where each field of a group lies.  :func:`group_names` and
+:func:`decode_selected` give random access: a reader that needs a few groups of a file
+(one segment of a long video) decodes those and only checks the others' framing.  Only bitstream/ knows the
 framing: no other code cuts files at byte offsets.
 """
 
@@ -18,7 +20,9 @@ from typing import NamedTuple
 from nnc.bitstream import entropy
 from nnc.bitstream.container import (
     MAX_GROUPS,
+    MAX_NAME_BYTES,
     RAW_BYTES_CODE,
+    Bitstream,
     TensorGroup,
     decode_bitstream,
     encode_group_payload,
@@ -43,9 +47,11 @@ __all__ = [
     "Field",
     "append_group",
     "assemble",
+    "decode_selected",
     "encode_group_chunk",
     "group_chunks",
     "group_fields",
+    "group_names",
     "join_chunks",
     "split_chunks",
 ]
@@ -85,6 +91,30 @@ def group_chunks(data: bytes) -> list[Chunk]:
     """The TGRP chunks of a file, verbatim and in order (framing checked as in
     :func:`split_chunks`)."""
     return [chunk for chunk in split_chunks(data) if chunk.tag == TAG_GROUP]
+
+
+def group_names(data: bytes) -> list[str]:
+    """The names of a file's groups, in order, read without decoding the groups (framing
+    checked as in :func:`split_chunks`)."""
+    return [entropy.ByteReader(chunk.payload, f"group {index}").text("group name", MAX_NAME_BYTES)
+            for index, chunk in enumerate(group_chunks(data))]
+
+
+def decode_selected(data: bytes, positions) -> Bitstream:
+    """The file's codec and header and the groups at ``positions`` (indices among its
+    groups), decoded as :func:`nnc.bitstream.decode_bitstream` decodes a file; the other
+    groups are framing- and CRC-checked only, never parsed nor entropy-decoded.  The
+    file-wide limits apply to the groups decoded."""
+    wanted = set(positions)
+    version = read_version(data)
+    kept, index = [], 0
+    for chunk in split_chunks(data):
+        if chunk.tag == TAG_GROUP:
+            index += 1
+            if index - 1 not in wanted:
+                continue
+        kept.append(chunk)
+    return decode_bitstream(join_chunks(kept, version))
 
 
 def join_chunks(chunks: list[Chunk], version: int | None = None) -> bytes:

@@ -98,6 +98,9 @@ class Bitstream:
     codec: str
     header: dict
     groups: list[TensorGroup] = field(default_factory=list)
+    # The lowest format version the header needs (SEGMENTS_VERSION for a segment table);
+    # the file is written at the larger of it and its groups'.  A decoded file's version.
+    version: int = field(default=1, compare=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -272,12 +275,13 @@ def encode_group_payload(group: TensorGroup, index: int = 0, totals: dict | None
 
 def encode_bitstream(bs: Bitstream) -> bytes:
     """Serialise a Bitstream; raises ValueError if it breaks the format's rules.  The
-    version written is the lowest one that holds the file (1 without raw bytes)."""
+    version written is the lowest one that holds the file (1 without raw bytes or a
+    segment table: ``bs.version`` says what the header needs)."""
     if len(bs.groups) > MAX_GROUPS:
         raise ValueError(f"{len(bs.groups)} groups exceed the limit of {MAX_GROUPS}")
     out = [frame_chunk(TAG_HEADER, _encode_header(bs.codec, bs.header))]
     totals = new_totals()
-    version = 1
+    version = bs.version
     for index, group in enumerate(bs.groups):
         out.append(frame_chunk(TAG_GROUP, _encode_group(group, index, totals)))
         version = max(version, group.min_version)
@@ -496,7 +500,7 @@ def _parse(data: bytes, stats: dict | None = None) -> Bitstream:
             raise InvalidBitstreamError("end chunk must be empty")
     if stats is not None:
         stats.update(format_version=version, groups=group_stats)
-    return Bitstream(codec, header, groups)
+    return Bitstream(codec, header, groups, version)
 
 
 def decode_bitstream(data: bytes) -> Bitstream:

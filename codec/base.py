@@ -154,15 +154,41 @@ class VideoCodecOptions(CodecOptions):
     dry_run: bool = option(False, "Calibrate a few training steps, print the plan (model, parameters, epochs, "
                                   "estimated time and bpp) and exit without writing.")
     force: bool = option(False, "Encode even when the file would be larger than the raw video.")
+    segment_frames: int | None = option(None, "Code the video as independent segments of N frames (the last may be "
+                                              "shorter), each its own network, each decodable alone; with "
+                                              "--time-budget each segment gets budget x min(jobs, segments) / "
+                                              "segments.", low=1, metavar="N")
+    jobs: int = option(1, "With --segment-frames: segments fitted at once (local processes with cpu_count / jobs "
+                          "threads each, or Ray tasks).", low=1)
+    backend: str = option("local", "With --segment-frames: fit segments in local processes or as tasks on a Ray "
+                                   "cluster.", choices=("local", "ray"))
+    address: str | None = option(None, "With --backend ray: the cluster (auto: the running one, HOST:PORT; default "
+                                       "or local: a new local Ray instance).")
 
-    # Not recorded in the file nor in the checkpoint's fingerprint: they do not change the result.
-    UNRECORDED = ("dry_run", "force")
+    # Not recorded in the file nor in the checkpoint's fingerprint: they do not change the
+    # result (a segmented file's segment table says how it was cut).
+    UNRECORDED = ("dry_run", "force", "segment_frames", "jobs", "backend", "address")
 
     def __post_init__(self):
         if self.time_budget is not None:  # "20m" from the command line or the Python API
             from .planning import parse_duration
 
             self.time_budget = parse_duration(self.time_budget)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.segment_frames is None:
+            for flag, given in (("--jobs", self.jobs != 1), ("--backend", self.backend != "local"),
+                                ("--address", self.address is not None)):
+                if given:
+                    raise NncError(f"{flag} applies to segmented encodes: add --segment-frames N")
+        if self.address is not None and self.backend != "ray":
+            raise NncError("--address is a Ray cluster's: add --backend ray")
+        if self.backend == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise NncError("--backend ray needs Ray: pip install 'nnc-toolkit[ray]'")
 
     def settings(self) -> dict:
         return {k: v for k, v in super().settings().items() if k not in self.UNRECORDED}

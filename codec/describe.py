@@ -9,6 +9,7 @@ from ..bitstream import inspect_bitstream
 from ..bitstream.container import read_bitstream_bytes
 from .header import check_header, encoder_record, parse_media
 from .registry import codec_names
+from .segments import check_group_names
 from ..units import plural
 
 
@@ -20,14 +21,33 @@ def _frames(count) -> str:
     return plural(count, "frame") if isinstance(count, int) and not isinstance(count, bool) else f"{count} frames"
 
 
+def _describe_segments(segments, groups: list[dict]) -> tuple[list[dict], list[str]]:
+    """A segmented file's segments: frames, groups, bytes and model, as data and lines."""
+    check_group_names(segments, [group["name"] for group in groups])
+    group_bytes = {group["name"]: group["bytes"] for group in groups}
+    data, lines = [], [f"  segments: {len(segments)}, each its own network, decodable alone "
+                       f"({', '.join(str(segment.frames) for segment in segments)} frames)"]
+    for segment in segments:
+        size = sum(group_bytes[name] for name in segment.groups)
+        data.append({"start": segment.start, "frames": segment.frames, "groups": list(segment.groups), "bytes": size})
+        config = segment.model.get("config")
+        model = ", ".join(f"{k}={v}" for k, v in config.items()) if isinstance(config, dict) else "no config"
+        lines.append(f"    segment {segment.index}: frames {segment.start}-{segment.stop - 1}, {size} bytes "
+                     f"(groups {', '.join(segment.groups)}), model {model}")
+    return data, lines
+
+
 def describe_file(path: Path, describe_members: MemberDescriber | None = None) -> dict:
     """``{"data": summary, "text": lines}``.  ``describe_members(summary)`` gives the per-video
     part of a multi-video file (a dict and its lines), None for other files."""
     summary = inspect_bitstream(read_bitstream_bytes(path))
     # The header is checked as decode checks it (one shared function); a codec this nnc
     # does not know gets its media checked and its container described.
+    segment_lines = []
     if summary["codec"] in codec_names():
-        check_header(summary["codec"], summary["header"])
+        checked = check_header(summary["codec"], summary["header"], summary["format_version"])
+        if checked.segments is not None:
+            summary["segments"], segment_lines = _describe_segments(checked.segments, summary["groups"])
     elif summary["header"].get("media") is not None:
         parse_media(summary["header"].get("media"))
     media = summary["header"].get("media") or {}
@@ -58,6 +78,7 @@ def describe_file(path: Path, describe_members: MemberDescriber | None = None) -
             f"{media.get('color_range')}"
         )
     lines.extend(set_lines)
+    lines.extend(segment_lines)
     model = summary["header"].get("model") or {}
     if "config" in model:
         lines.append("  model: " + ", ".join(f"{k}={v}" for k, v in model["config"].items()))

@@ -27,7 +27,7 @@ from .describe import describe_file
 from .header import check_header
 from .image_api import IMAGE_SUFFIXES, encode_image, image_as_video, image_frames, write_image_file
 from .registry import codec_classes, get_codec
-from .video_api import (EncodeReport, check_output_path, decode_frames, encode_video, media_info,
+from .video_api import (EncodeReport, check_output_path, decode_frames, encode_video, media_info, read_for_decode,
                         resolve_frame_range, write_video)
 from ..units import plural
 from .video_set_api import SetReport, append_to_set, decode_video_set_member, describe_set, encode_video_set, open_set
@@ -161,11 +161,12 @@ def decode_file(source: Path, output: Path, *, format: str | None = None, crf: i
     """Decode ``source`` into a video (or image) file; returns the written media's info and the decode time.
 
     The header is checked (as ``nnc info`` checks it) and the frame size and output size
-    are held to ``max_pixels`` and ``max_output_bytes`` before anything is decoded."""
+    are held to ``max_pixels`` and ``max_output_bytes`` before anything is decoded.  Of a
+    segmented file only the segments holding ``frame_range`` are read and run."""
     started = time.perf_counter()
     refuse_overwriting_inputs(output, [source])
-    bitstream = read_bitstream_file(source)
-    checked = check_header(bitstream.codec, bitstream.header)
+    bitstream = read_for_decode(source, frame_range)
+    checked = check_header(bitstream.codec, bitstream.header, bitstream.version)
     kind = checked.codec.kind
     image_output = (kind == CodecKind.IMAGE and format is None
                     and Path(output).suffix.lower() in IMAGE_SUFFIXES)  # .jpg, .webp...: estimated as PNG

@@ -12,17 +12,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..bitstream import SEGMENTS_VERSION
 from ..errors import InvalidBitstreamError
 from ..media import VideoInfo
 from .base import Codec, CodecKind
 from .registry import get_codec
+from .segments import SEGMENTS_KEY, Segment, parse_segments
 
 
 @dataclass
 class CheckedHeader:
     codec: type[Codec]
-    config: object  # the codec's config dataclass (None for a codec without one)
+    config: object  # the codec's config dataclass (None for a codec without one, or a segmented file)
     videos: list[VideoInfo]  # one entry; a multi-video set: one per video
+    segments: list[Segment] | None = None  # a segmented file's table (codec/segments.py)
 
 
 def parse_media(media: object, what: str = "media header") -> VideoInfo:
@@ -32,15 +35,24 @@ def parse_media(media: object, what: str = "media header") -> VideoInfo:
         raise InvalidBitstreamError(f"bad {what}: {error}") from None
 
 
-def check_header(codec_name: object, header: object) -> CheckedHeader:
-    """The checked media and config of a file's header; InvalidBitstreamError (one line)
-    on anything decode would refuse."""
+def check_header(codec_name: object, header: object, format_version: int | None = None) -> CheckedHeader:
+    """The checked media and config (or segment table) of a file's header;
+    InvalidBitstreamError (one line) on anything decode would refuse.  ``format_version``
+    (the file's, when known) must be one whose readers know what the header holds."""
     if not isinstance(codec_name, str):
         raise InvalidBitstreamError("codec name is not a string")
     codec = get_codec(codec_name, from_file=True)
     if not isinstance(header, dict):
         raise InvalidBitstreamError("header is not an object")
     model = header.get("model")
+    if SEGMENTS_KEY in header:
+        if format_version is not None and format_version < SEGMENTS_VERSION:
+            raise InvalidBitstreamError(f"a segment table in a format version {format_version} file (segments "
+                                        f"need version {SEGMENTS_VERSION})")
+        if model is not None:
+            raise InvalidBitstreamError("a segmented file has a model section besides its segment table")
+        info = parse_media(header.get("media"))
+        return CheckedHeader(codec, None, [info], parse_segments(header[SEGMENTS_KEY], info.num_frames, codec))
     if codec.kind == CodecKind.VIDEO_SET:
         from .pfnr import parse_set_header  # the one multi-video format
 

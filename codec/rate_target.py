@@ -98,6 +98,8 @@ class RateTargetOptions:
             return
         if self.bpp is not None and self.bitrate is not None:
             raise NncError("give --bpp or --bitrate, not both")
+        if getattr(self, "segment_frames", None) is not None:  # the landing searches one network's quantization
+            raise NncError(f"{flag} does not apply to segmented encodes (--segment-frames) yet: give --params")
         for name, other in (("size", "--params"), ("hinerv_config", "--hinerv-config"), ("rate_lambda", "--lambda")):
             if getattr(self, name, None) is not None:
                 raise NncError(f"{flag} chooses the model size and quantization itself; give {flag} or {other}, "

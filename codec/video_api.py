@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..bitstream import Bitstream, decode_bitstream, encode_bitstream, write_bitstream_file
+from ..bitstream import (Bitstream, decode_bitstream, decode_selected, encode_bitstream, group_names,
+                         write_bitstream_file)
+from ..bitstream.container import read_bitstream_bytes
 from ..errors import InvalidBitstreamError, MediaError, NncError
 from ..fileio import exclusive_lock
 from ..metrics import mean_psnr, psnr_per_frame
@@ -25,7 +27,9 @@ from ..media import Video, VideoInfo, VideoWriter
 from .base import CodecOptions, float_to_frames
 from .planning import PlanOnly, PlanReport
 from .checkpoint import checkpoint_path_for, remove_checkpoint_files
+from .header import check_header
 from .registry import DEFAULT_CODEC, get_codec
+from .segments import check_group_names, decode_segments, is_segmented, needed_segments, segmented_bitstream
 
 
 @dataclass
@@ -40,9 +44,11 @@ class EncodeReport:
     header: dict = field(default_factory=dict)
 
     def summary(self) -> str:
+        segments = self.stats.get("segments")
         return (f"wrote {self.path}: {self.file_bytes} bytes, {self.bpp:.4f} bpp, "
                 f"PSNR {self.psnr:.2f} dB (RGB, after quantization), "
-                f"{self.stats.get('model_size', 0) / 1e6:.3f}M parameters, {self.encode_seconds:.1f} s")
+                f"{self.stats.get('model_size', 0) / 1e6:.3f}M parameters"
+                + (f" in {plural(len(segments), 'segment')}" if segments else "") + f", {self.encode_seconds:.1f} s")
 
 
 def bits_per_pixel(file_bytes: int, info: VideoInfo) -> float:
@@ -66,20 +72,40 @@ def decode_frames(bitstream: Bitstream, *, device: str = "cpu", batch_size: int 
     """Yield (N, H, W, 3) integer RGB batches for a parsed bitstream (all frames, or ``frames``)."""
     info = media_info(bitstream)
     codec = get_codec(bitstream.codec, from_file=True)()
-    model_header = bitstream.header.get("model")
-    if not isinstance(model_header, dict):
-        raise InvalidBitstreamError("header has no model section")
     wanted = range(info.num_frames) if frames is None else frames
+    if is_segmented(bitstream.header):
+        segments = check_header(bitstream.codec, bitstream.header, bitstream.version).segments
+        batches = decode_segments(codec, segments, bitstream.groups, info.height, info.width, wanted, device=device,
+                                  batch_size=batch_size)
+    else:
+        model_header = bitstream.header.get("model")
+        if not isinstance(model_header, dict):
+            raise InvalidBitstreamError("header has no model section")
+        extra = {} if frames is None else {"frames": wanted}
+        batches = codec.decompress(model_header, bitstream.groups, info.num_frames, info.height, info.width,
+                                   device=device, batch_size=batch_size, **extra)
     produced = 0
-    extra = {} if frames is None else {"frames": wanted}
-    for batch in codec.decompress(
-        model_header, bitstream.groups, info.num_frames, info.height, info.width, device=device,
-        batch_size=batch_size, **extra,
-    ):
+    for batch in batches:
         produced += batch.shape[0]
         yield float_to_frames(batch, info.max_value)
     if produced != len(wanted):
         raise InvalidBitstreamError(f"decoded {produced} frames, expected {len(wanted)}")
+
+
+def read_for_decode(path: str | Path, frame_range: tuple[int, int | None] | None = None) -> Bitstream:
+    """The bitstream of the file ``path`` for decoding ``frame_range`` (None: every frame):
+    all of it, except that of a segmented file only the groups of the segments holding
+    those frames are entropy-decoded (the others' chunks are checked, not parsed)."""
+    data = read_bitstream_bytes(path)
+    if frame_range is not None:
+        head = decode_selected(data, ())
+        if is_segmented(head.header):
+            checked = check_header(head.codec, head.header, head.version)
+            needed = needed_segments(checked.segments,
+                                     resolve_frame_range(frame_range, checked.videos[0].num_frames))
+            positions = check_group_names(checked.segments, group_names(data))
+            return decode_selected(data, [positions[name] for segment in needed for name in segment.groups])
+    return decode_bitstream(data)
 
 
 def media_info(bitstream: Bitstream) -> VideoInfo:
@@ -132,9 +158,17 @@ def dry_run(codec, video: Video, options: CodecOptions) -> PlanReport:
     """Calibrate a few training steps and return the plan; no checkpoint, no file."""
     if options.resume:
         raise NncError("--dry-run does not resume (drop --resume to see the plan)")
+    segmented = getattr(options, "segment_frames", None) is not None
+    if segmented:  # the plan of the first segment, with its share of the budget
+        from .segment_fitting import SegmentsPlanReport, plan_segments
+
+        tasks = plan_segments(video, options, codec.name)
+        video, options = tasks[0].video, tasks[0].options
     try:
         codec.compress(video, replace(options, checkpoint_path=None, checkpoint_interval=0))
     except PlanOnly as plan:
+        if segmented:
+            return SegmentsPlanReport(dict(plan.plan, segments=len(tasks), segment_frames=video.info.num_frames))
         return PlanReport(plan.plan)
     raise NncError(f"--dry-run is not supported by --model {codec.name}")
 
@@ -158,25 +192,51 @@ def _encoder_record(psnr: float, settings: dict) -> dict:
 
 def _encode_video(codec, video: Video, output: str | Path, model: str, options: CodecOptions) -> EncodeReport:
     started = time.perf_counter()
-    compressed = codec.compress(video, options)
-    header = {"media": video.info.to_dict(), "model": compressed.model_header}
-    if compressed.rate_target is not None:
-        bitstream, psnr, decode_seconds = _land_on_target(compressed, model, header, video, options.device)
+    segment_frames = getattr(options, "segment_frames", None)
+    if segment_frames is not None:
+        from .segment_fitting import fit_segments, remove_segment_files
+
+        if options.resume and options.checkpoint_path is None:
+            raise NncError("--resume needs checkpoints (do not disable them)")
+        fitted = fit_segments(codec, video, options)
+        bitstream = segmented_bitstream(model, video.info, fitted)
+        settings, stats = dict(options.settings(), segment_frames=segment_frames), _segment_stats(fitted)
+        psnr, decode_seconds = _verify_and_record(bitstream, video, options.device, settings)
     else:
-        bitstream = Bitstream(codec=model, header=header, groups=compressed.groups)
-        decode_started = time.perf_counter()
-        psnr = _verified_psnr(bitstream, video, options.device)
-        decode_seconds = time.perf_counter() - decode_started
-        header["encoder"] = _encoder_record(psnr, compressed.settings)
+        compressed = codec.compress(video, options)
+        settings, stats = compressed.settings, compressed.stats
+        header = {"media": video.info.to_dict(), "model": compressed.model_header}
+        if compressed.rate_target is not None:
+            bitstream, psnr, decode_seconds = _land_on_target(compressed, model, header, video, options.device)
+        else:
+            bitstream = Bitstream(codec=model, header=header, groups=compressed.groups)
+            psnr, decode_seconds = _verify_and_record(bitstream, video, options.device, settings)
     file_bytes = write_bitstream_file(output, bitstream)
-    if options.checkpoint_path is not None:  # the encode is complete: the checkpoint has served
+    if options.checkpoint_path is not None:  # the encode is complete: the checkpoints have served
         remove_checkpoint_files(options.checkpoint_path)
+        if segment_frames is not None:
+            remove_segment_files(options.checkpoint_path, len(fitted))
     elapsed = time.perf_counter() - started
-    stats = dict(compressed.stats, verify_decode_seconds=decode_seconds)
+    stats = dict(stats, verify_decode_seconds=decode_seconds)
     return EncodeReport(
         path=Path(output), file_bytes=file_bytes, bpp=bits_per_pixel(file_bytes, video.info), psnr=psnr,
-        encode_seconds=elapsed, settings=compressed.settings, stats=stats, header=header,
+        encode_seconds=elapsed, settings=settings, stats=stats, header=bitstream.header,
     )
+
+
+def _verify_and_record(bitstream: Bitstream, video: Video, device: str, settings: dict) -> tuple[float, float]:
+    """The verified PSNR, now in the header's encoder record, and the seconds decoding took."""
+    started = time.perf_counter()
+    psnr = _verified_psnr(bitstream, video, device)
+    bitstream.header["encoder"] = _encoder_record(psnr, settings)
+    return psnr, time.perf_counter() - started
+
+
+def _segment_stats(fitted) -> dict:
+    """A segmented encode's stats: the parameters of all networks, and each segment's own."""
+    segments = [dict(compressed.stats, start=span.start, frames=len(span), settings=compressed.settings)
+                for span, compressed in fitted]
+    return {"model_size": sum(int(segment.get("model_size", 0)) for segment in segments), "segments": segments}
 
 
 # While searching, the PSNR in the encoder record is not known yet: a stand-in of the same
