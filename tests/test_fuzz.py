@@ -22,6 +22,7 @@ def seeds():
 
     assert {s["codec"] for s in built} == set(available_codecs())  # CLC and PFNR included
     assert any(s["clip"].startswith("2 videos") for s in built)  # a PFNR set of two videos
+    assert any("segments" in s["clip"] for s in built)  # a segmented file (format version 3)
     return built
 
 

@@ -62,7 +62,7 @@ from nnc.bitstream import Chunk, join_chunks, split_chunks
 from nnc.bitstream.chunks import PREFIX_BYTES, group_fields
 from nnc.bitstream.container import write_file_atomically
 from nnc.bitstream.entropy import ByteWriter
-from nnc.bitstream.framing import MAGIC, TAG_GROUP
+from nnc.bitstream.framing import MAGIC, TAG_GROUP, read_version
 from nnc.errors import NncError
 
 MIB = 1 << 20
@@ -188,12 +188,41 @@ def build_seeds(seed: int = 0, *, codecs: list[str] | None = None,
             data = encode_bitstream(Bitstream(codec=name, header=header, groups=compressed.groups))
             seeds.append({"codec": name, "clip": f"{clip.width}x{clip.height}x{clip.frames} {clip.pix_fmt}",
                           "bytes": data})
+        if name in SEGMENTED_SEED_CODECS and clips:
+            try:  # a segmented file (--segment-frames): a segment table, groups s<i>/NAME, version 3
+                seeds.append(_segmented(name, clips[0], seed))
+            except Exception as error:
+                errors.append(f"{name} segmented: {type(error).__name__}: {error}")
         if get_codec(name).kind == CodecKind.VIDEO_SET and clips:
             try:  # a set of two videos: sessions that build on each other, one group per video
                 seeds.append(_two_video_set(name, clips[0], seed))
             except Exception as error:
                 errors.append(f"{name} two-video set: {type(error).__name__}: {error}")
     return seeds, errors
+
+
+# One codec's segmented file covers the segment table: every single-video codec's segments
+# go through the same table and decoder (codec/segments.py).
+SEGMENTED_SEED_CODECS = ("hnerv",)
+
+
+def _segmented(name: str, clip: SeedClip, seed: int) -> dict:
+    """A file of ``clip`` coded as segments of one frame (as ``--segment-frames 1`` writes it)."""
+    import torch
+
+    from nnc.bitstream import encode_bitstream
+    from nnc.codec.registry import get_codec
+    from nnc.codec.segment_fitting import segment_video
+    from nnc.codec.segments import segmented_bitstream, spans
+
+    video = _synthetic_video(clip, seed + 200)
+    fitted = []
+    for span in spans(clip.frames, 1):
+        torch.manual_seed(seed)
+        fitted.append((span, _compress_smallest(get_codec(name), name, segment_video(video, span))))
+    data = encode_bitstream(segmented_bitstream(name, video.info, fitted))
+    return {"codec": name, "clip": f"{clip.width}x{clip.height}x{clip.frames} {clip.pix_fmt} in segments of 1 frame",
+            "bytes": data}
 
 
 def _two_video_set(name: str, clip: SeedClip, seed: int) -> dict:
@@ -239,7 +268,8 @@ def split_file(data: bytes) -> tuple[int, list[list]]:
         chunks = split_chunks(data)
     except NncError as error:
         raise Skip from error
-    version = max(chunk.min_version for chunk in chunks)
+    # the file's own version (a segmented file's 3 is in no chunk), or more if a chunk needs it
+    version = max([read_version(data)] + [chunk.min_version for chunk in chunks])
     return version, [[chunk.tag, chunk.payload] for chunk in chunks]
 
 
@@ -280,11 +310,15 @@ def _pick_chunk(rng, chunks, prefer_group=True):
 
 
 def m_truncate(rng, data, seeds):
+    if not data:  # an earlier mutation truncated it to nothing
+        raise Skip
     cut = rng.randrange(len(data)) if rng.random() < 0.7 else rng.choice([0, 1, 8, 9, 10, 12, 20, len(data) - 1, len(data) - 4])
     return data[:cut], f"truncate to {cut} of {len(data)} bytes"
 
 
 def m_flip_raw(rng, data, seeds):
+    if not data:
+        raise Skip
     out = bytearray(data)
     positions = [rng.randrange(len(out)) for _ in range(rng.randint(1, 8))]
     for p in positions:
@@ -918,12 +952,15 @@ def decode_all(data: bytes, max_output_bytes: int = FUZZ_MAX_OUTPUT_BYTES) -> in
     from nnc.bitstream import decode_bitstream
     from nnc.codec.base import CodecKind
     from nnc.codec.header import check_header
+    from nnc.codec.segments import is_segmented
     from nnc.codec.video_api import decode_frames
     from nnc.codec.video_set_api import decode_session_frames
     from nnc.media.limits import check_output_limits
 
     bitstream = decode_bitstream(data)
-    checked = check_header(bitstream.codec, bitstream.header)
+    checked = check_header(bitstream.codec, bitstream.header, bitstream.version)
+    if is_segmented(bitstream.header):  # nnc decode --frames: only the last frame's segment is read
+        _decode_last_frame(data)
     for info in checked.videos:
         check_output_limits(info, "y4m", max_output_bytes=max_output_bytes)
     frames = 0
@@ -936,6 +973,23 @@ def decode_all(data: bytes, max_output_bytes: int = FUZZ_MAX_OUTPUT_BYTES) -> in
             frames += batch.shape[0]
     _describe(data)
     return frames
+
+
+def _decode_last_frame(data: bytes) -> None:
+    """``nnc decode --frames N-1:`` through the random-access reader (a file on disk, as the
+    command reads one)."""
+    import tempfile
+
+    from nnc.codec.video_api import decode_frames, media_info, read_for_decode, resolve_frame_range
+
+    with tempfile.NamedTemporaryFile(suffix=".nnc") as handle:
+        handle.write(data)
+        handle.flush()
+        head = read_for_decode(Path(handle.name), (0, 1))
+        last = media_info(head).num_frames - 1
+        bitstream = read_for_decode(Path(handle.name), (last, None))
+    for _ in decode_frames(bitstream, device="cpu", frames=resolve_frame_range((last, None), last + 1)):
+        pass
 
 
 def _describe(data: bytes) -> None:
