@@ -29,6 +29,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ from nnc.codec.files import decode_to_frames, make_options
 from nnc.codec.video_api import encode_video
 from nnc.eval.datasets import BUNNY, load_bunny
 from nnc.eval.output_paths import unused_stem
+from nnc.eval.planes import reference_planes
+from nnc.eval.report import machine_load
 from nnc.metrics import compare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +79,16 @@ def huffman_estimate_bits(symbols: np.ndarray) -> int:
     return total
 
 
+def measured_report(path: Path, video, encode_seconds: float | None) -> SimpleNamespace:
+    """What an encode reports, read back from its file (no training stats)."""
+    header = read_bitstream_file(path).header
+    file_bytes = path.stat().st_size
+    pixels = video.info.width * video.info.height * video.info.num_frames
+    settings = dict((header.get("encoder") or {}).get("settings") or {}, measured_from_file=True)
+    return SimpleNamespace(bpp=file_bytes * 8 / pixels, file_bytes=file_bytes, encode_seconds=encode_seconds,
+                           settings=settings, stats={})
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
@@ -99,6 +112,11 @@ def main(argv=None) -> None:
                         help="results JSON to write (overwritten if it exists); the .nnc goes to OUT/bitstreams/ "
                              "under the same name. Default: a new name, never an existing result")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--measure", type=Path, metavar="FILE.nnc",
+                        help="measure this existing .nnc of the same settings instead of encoding (an encode whose "
+                             "results JSON was not written); its training stats are then unknown")
+    parser.add_argument("--encode-seconds", type=float, help="with --measure: the encode's wall time, if known")
+    parser.add_argument("--note", help="a note kept in the results' meta (e.g. what else ran on the machine)")
     args = parser.parse_args(argv)
     if not args.input.exists():
         raise SystemExit(f"bunny clip not found at {args.input} (it lives in ../shared/media/video)")
@@ -133,7 +151,12 @@ def main(argv=None) -> None:
                            **({"dry_run": True} if args.dry_run else {}),
                            **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {}),
                                   **({"loss": args.loss} if args.loss else {})))
-    report = encode_video(video, nnc_path, args.model, options)
+    load_at_start = machine_load()
+    if args.measure is not None:
+        report = measured_report(args.measure, video, args.encode_seconds)
+        nnc_path = args.measure
+    else:
+        report = encode_video(video, nnc_path, args.model, options)
     if args.dry_run:
         print(json.dumps(report.plan, indent=2, default=str))
         return
@@ -143,6 +166,8 @@ def main(argv=None) -> None:
     decoded = decode_to_frames(nnc_path, device="cpu").frames
     decode_seconds = time.perf_counter() - started
     metrics = compare(video.frames, decoded, video.max_value)
+    # the tier exists only as RGB: its YUV planes are made from it, as nnc report does
+    metrics.update(reference_planes(video).measure(decoded, video.info))
 
     symbols = np.concatenate([t.symbols.ravel() for g in bitstream.groups for t in g.tensors])
     pixels = video.info.width * video.info.height * video.info.num_frames
@@ -152,7 +177,8 @@ def main(argv=None) -> None:
         "results": {
             "bpp": [report.bpp],
             "psnr-rgb": [metrics["psnr-rgb"]],
-            "psnr-yuv": [metrics["psnr-yuv"]],
+            "psnr-y": [metrics.get("psnr-y")],
+            "psnr-yuv": [metrics.get("psnr-yuv")],
             "ms-ssim-rgb": [metrics["ms-ssim-rgb"]],
             "encoding_time": [report.encode_seconds],
             "decoding_time": [decode_seconds],
@@ -182,6 +208,10 @@ def main(argv=None) -> None:
                                                          "training_patch") if k in report.stats},
             "device": args.device,
             "machine": machine_description(),
+            # timings are a benchmark only on an idle machine: the load when the run started and ended
+            "machine_load": {"at_start": load_at_start, "at_end": machine_load()},
+            "machine_idle": bool(load_at_start.get("idle")) and bool(machine_load().get("idle")),
+            **({"note": args.note} if args.note else {}),
             "nnc": __version__,
             "command": f"python benchmarks/bunny.py --tier {args.tier} --model {args.model} --epochs {epochs}"
             + (f" --size {size:g}" if args.size else "")
@@ -191,7 +221,8 @@ def main(argv=None) -> None:
             + (f" --workers {args.workers}" if args.workers else "")
             + (f" --prune {args.prune:g}" if args.prune is not None else "")
             + (f" --lr {args.lr:g}" if args.lr else "")
-            + (f" --loss {args.loss}" if args.loss else ""),
+            + (f" --loss {args.loss}" if args.loss else "")
+            + (f" --measure {args.measure}" if args.measure else ""),
         },
     }
     out_json.write_text(json.dumps(result, indent=2) + "\n")
