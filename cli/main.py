@@ -325,6 +325,31 @@ def info(input, as_json):
         click.echo(description["text"])
 
 
+@main.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--frames", "num_frames", type=int, default=24, show_default=True, help="Frames of the clip.")
+@click.option("--video-size", default="128x64", show_default=True, metavar="WxH", help="Frame size, width first.")
+@click.option("--fps", default="25", show_default=True, help="Frame rate (25, 30000/1001).")
+@click.option("--format", "format_", default=None, help="Container or raw format (default: from the extension).")
+@reports_errors
+def sample(output, num_frames, video_size, fps, format_):
+    """Write a synthetic sample clip to OUTPUT (.y4m, .mkv, .mp4, .yuv...) to try nnc with.
+
+    Drifting colour gradients, a square and a disc crossing the frame, some texture:
+    made from numbers alone, nothing is read or downloaded."""
+    from ..media import write_video
+    from ..media.sample import sample_video
+
+    width, height = parse_frame_size(video_size, "--video-size", "128x64")
+    try:
+        video = sample_video(num_frames, width, height, parse_fps(fps) or Fraction(25))
+    except ValueError as error:
+        raise NncError(str(error)) from None
+    write_video(output, video, format=format_)
+    click.echo(f"wrote {output}: {width}x{height}, {plural(num_frames, 'frame')}, {video.info.fps} fps, yuv420p",
+               err=True)
+
+
 @main.command(name="eval")
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.argument("distorted", type=click.Path(path_type=Path))

@@ -421,3 +421,35 @@ def test_stdin_y4m_encode_and_one_frame_counts(workdir, tmp_path, monkeypatch):
         assert refused.returncode == 5 and refused.stderr.decode().count("\n") == 1, refused.stderr
         assert refused.stderr.decode().startswith(f"nnc: {fragment}"), refused.stderr
     assert not (tmp_path / "s.nnc").exists()
+
+
+def test_sample_writes_a_clip_that_encodes_without_any_other_file(tmp_path):
+    """The quickstart's first step: a synthetic clip made from numbers alone."""
+    from nnc.media.sample import sample_video
+    from nnc.metrics import mean_psnr, psnr_per_frame
+
+    clip = tmp_path / "clip.y4m"
+    result = run("sample", str(clip), "--frames", "6", "--video-size", "96x48")
+    assert result.exit_code == 0, result.output
+    video = read_video(clip)
+    assert video.frames.shape == (6, 48, 96, 3) and video.info.pix_fmt == "yuv420p"
+    assert (video.info.color_matrix, video.info.color_range) == ("bt601", "tv")
+    expected = sample_video(6, 96, 48).frames  # the Y4M holds it through 4:2:0, nothing more
+    assert mean_psnr(psnr_per_frame(expected, video.frames, 255)) > 30
+    assert not np.array_equal(video.frames[0], video.frames[-1])  # it moves
+    encoded = tmp_path / "clip.nnc"
+    result = run("encode", str(clip), "-o", str(encoded), "--params", "60k", "--epochs", "2", "--force", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_bitstream_file(encoded).header["media"]["num_frames"] == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "0"], "1 to 10000 frames"),
+    (["--video-size", "127x64"], "sides are even"),
+    (["--video-size", "big"], "--video-size"),
+    (["--fps", "fast"], "fps"),
+])
+def test_sample_refuses_bad_values_in_one_line(tmp_path, args, message):
+    result = run("sample", str(tmp_path / "clip.y4m"), *args)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "clip.y4m").exists()
