@@ -21,6 +21,7 @@ from nnc.bitstream import entropy
 from nnc.bitstream.container import (
     MAX_GROUPS,
     MAX_NAME_BYTES,
+    OFFSETLESS_STEP_CODE,
     RAW_BYTES_CODE,
     Bitstream,
     TensorGroup,
@@ -30,6 +31,7 @@ from nnc.bitstream.container import (
 )
 from nnc.bitstream.framing import (
     CHUNK_OVERHEAD,
+    FORMAT_VERSION,
     PREFIX_BYTES,
     TAG_END,
     TAG_GROUP,
@@ -126,10 +128,13 @@ def join_chunks(chunks: list[Chunk], version: int | None = None) -> bytes:
     return file_prefix(version) + b"".join(chunk.to_bytes() for chunk in chunks)
 
 
-def encode_group_chunk(group: TensorGroup) -> Chunk:
-    """The TGRP chunk of one tensor group, encoded alone; raises ValueError if the group
-    breaks the format's rules (file-wide limits are checked when the file is decoded)."""
-    return Chunk(TAG_GROUP, encode_group_payload(group), group.min_version)
+def encode_group_chunk(group: TensorGroup, max_version: int = FORMAT_VERSION) -> Chunk:
+    """The TGRP chunk of one tensor group, encoded alone, with the lowest version that
+    reads it (``max_version`` as Bitstream's: the newest whose shorter forms it may use);
+    raises ValueError if the group breaks the format's rules (file-wide limits are
+    checked when the file is decoded)."""
+    payload, version = encode_group_payload(group, max_version=max_version)
+    return Chunk(TAG_GROUP, payload, version)
 
 
 def assemble(codec: str, header: dict, groups: list[Chunk]) -> bytes:
@@ -186,7 +191,8 @@ def group_fields(payload: bytes) -> list[Field]:
             length = mark("uvarint", f"tensor {index} raw byte count", lambda: reader.uvarint("", unbounded))
             mark("bytes", f"tensor {index} raw bytes", lambda: reader.take(length, "raw bytes"))
             continue
-        if scheme >= len(SCHEMES):
+        offsetless = scheme == OFFSETLESS_STEP_CODE
+        if scheme >= len(SCHEMES) and not offsetless:
             raise reader.fail(f"tensor {index} has unknown scheme {scheme}")
         bits = mark("u8", f"tensor {index} bits", lambda: reader.u8(""))
         ndim = mark("u8", f"tensor {index} ndim", lambda: reader.u8(""))
@@ -194,9 +200,11 @@ def group_fields(payload: bytes) -> list[Field]:
                  for axis in range(ndim)]
         axis = mark("u8", f"tensor {index} axis", lambda: reader.u8(""))
         params = 1 if axis == 0xFF else shape[axis]
-        mark("f32s", f"tensor {index} offsets", lambda: reader.f32_array(params, ""))
+        if not offsetless:
+            mark("f32s", f"tensor {index} offsets", lambda: reader.f32_array(params, ""))
         mark("f32s", f"tensor {index} scales", lambda: reader.f32_array(params, ""))
-        low, high = (0, 2**bits - 1) if SCHEMES[scheme] == "minmax" else (entropy.MIN_SYMBOL, entropy.MAX_SYMBOL)
+        minmax = not offsetless and SCHEMES[scheme] == "minmax"
+        low, high = (0, 2**bits - 1) if minmax else (entropy.MIN_SYMBOL, entropy.MAX_SYMBOL)
         mark("u8", f"tensor {index} model kind", lambda: reader.u8(""))
         reader.pos -= 1  # the kind byte is also the model descriptor's first byte
         mark("model", f"tensor {index} model", lambda: entropy.read_model(reader, "", low, high))

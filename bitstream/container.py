@@ -25,6 +25,7 @@ from nnc.bitstream.framing import (
     CHUNK_OVERHEAD,
     FORMAT_VERSION,
     MAGIC,
+    OFFSETLESS_VERSION,
     RAW_BYTES_VERSION,
     TAG_END,
     TAG_GROUP,
@@ -67,6 +68,9 @@ _AXIS_NONE = 0xFF
 _SCHEME_CODES = {scheme: code for code, scheme in enumerate(SCHEMES)}
 # A raw-bytes entry has this code where a tensor descriptor has its scheme.
 RAW_BYTES_CODE = len(SCHEMES)
+# A step tensor whose offsets are all +0.0, written without them (version 4): the
+# "step" scheme of QuantizedTensor in a shorter descriptor.
+OFFSETLESS_STEP_CODE = RAW_BYTES_CODE + 1
 
 
 @dataclass
@@ -87,11 +91,6 @@ class TensorGroup:
     tensors: list[QuantizedTensor] = field(default_factory=list)
     raw_bytes: list[RawBytes] = field(default_factory=list)
 
-    @property
-    def min_version(self) -> int:
-        """The lowest format version that can hold this group."""
-        return RAW_BYTES_VERSION if self.raw_bytes else 1
-
 
 @dataclass
 class Bitstream:
@@ -101,6 +100,10 @@ class Bitstream:
     # The lowest format version the header needs (SEGMENTS_VERSION for a segment table);
     # the file is written at the larger of it and its groups'.  A decoded file's version.
     version: int = field(default=1, compare=False)
+    # The newest version whose shorter forms the writer may choose (offsetless step
+    # descriptors need OFFSETLESS_VERSION): all of them for a new bitstream; a decoded
+    # file's own version, so that it re-encodes to its own bytes.
+    max_version: int = field(default=FORMAT_VERSION, compare=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -185,15 +188,24 @@ def _validate_tensor(tensor: QuantizedTensor, where: str) -> tuple[np.ndarray, n
     return symbols, offset, scale
 
 
-def _write_descriptor(writer: ByteWriter, tensor: QuantizedTensor, symbols, offset, scale, model) -> None:
+def _offsetless(tensor: QuantizedTensor, offset: np.ndarray, max_version: int) -> bool:
+    """Whether the tensor goes in an offsetless step descriptor: every offset +0.0, bit
+    for bit (an offset of -0.0 keeps a product of -0.0 negative where +0.0 makes it +0.0,
+    so it keeps the full form)."""
+    return tensor.scheme == "step" and max_version >= OFFSETLESS_VERSION and not offset.view(np.uint32).any()
+
+
+def _write_descriptor(writer: ByteWriter, tensor: QuantizedTensor, symbols, offset, scale, model,
+                      offsetless: bool) -> None:
     writer.text(tensor.name)
-    writer.u8(_SCHEME_CODES[tensor.scheme])
+    writer.u8(OFFSETLESS_STEP_CODE if offsetless else _SCHEME_CODES[tensor.scheme])
     writer.u8(int(tensor.bits))
     writer.u8(symbols.ndim)
     for dim in symbols.shape:
         writer.uvarint(dim)
     writer.u8(_AXIS_NONE if tensor.axis is None else int(tensor.axis))
-    writer.f32_array(offset)
+    if not offsetless:
+        writer.f32_array(offset)
     writer.f32_array(scale)
     entropy.write_model(writer, model)
 
@@ -216,7 +228,8 @@ def _write_raw_bytes(writer: ByteWriter, entry: RawBytes, where: str, totals: di
     writer.raw(data)
 
 
-def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
+def _encode_group(group: TensorGroup, index: int, totals: dict, max_version: int) -> tuple[bytes, int]:
+    """The group's TGRP payload and the lowest version that reads it."""
     where = f"group {index}"
     if not isinstance(group, TensorGroup):
         raise ValueError(f"{where}: expected a TensorGroup, got {type(group).__name__}")
@@ -228,6 +241,7 @@ def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
     writer.text(group.name)
     writer.uvarint(entries)
     parts = []
+    version = RAW_BYTES_VERSION if group.raw_bytes else 1
     for position, tensor in enumerate(group.tensors):
         tensor_where = f"{where} ({group.name!r}) tensor {position} ({getattr(tensor, 'name', '?')!r})"
         symbols, offset, scale = _validate_tensor(tensor, tensor_where)
@@ -242,7 +256,10 @@ def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
                 f"{tensor_where}: the file would exceed {MAX_FILE_ELEMENTS} elements or "
                 f"{MAX_FILE_CODED_SYMBOLS} entropy-coded symbols"
             )
-        _write_descriptor(writer, tensor, symbols, offset, scale, model)
+        offsetless = _offsetless(tensor, offset, max_version)
+        if offsetless:
+            version = max(version, OFFSETLESS_VERSION)
+        _write_descriptor(writer, tensor, symbols, offset, scale, model, offsetless)
         parts.append((symbols, model))
     for position, entry in enumerate(group.raw_bytes):
         _write_raw_bytes(writer, entry, f"{where} ({group.name!r}) raw bytes {position} "
@@ -254,7 +271,7 @@ def _encode_group(group: TensorGroup, index: int, totals: dict) -> bytes:
                          f"{MAX_CODED_SYMBOLS_PER_STREAM_BYTE} symbols per byte; the tensors are too redundant")
     writer.uvarint(len(stream))
     writer.raw(stream)
-    return bytes(writer.buffer)
+    return bytes(writer.buffer), version
 
 
 def new_totals() -> dict:
@@ -267,24 +284,28 @@ def encode_header_payload(codec: str, header: dict) -> bytes:
     return _encode_header(codec, header)
 
 
-def encode_group_payload(group: TensorGroup, index: int = 0, totals: dict | None = None) -> bytes:
-    """One TGRP chunk's payload (``index`` names the group in errors; ``totals`` carries
-    the file-wide limits across groups); raises ValueError if it breaks the format's rules."""
-    return _encode_group(group, index, new_totals() if totals is None else totals)
+def encode_group_payload(group: TensorGroup, index: int = 0, totals: dict | None = None,
+                         max_version: int = FORMAT_VERSION) -> tuple[bytes, int]:
+    """One TGRP chunk's payload and the lowest format version that reads it (``index``
+    names the group in errors; ``totals`` carries the file-wide limits across groups;
+    ``max_version`` as Bitstream's); raises ValueError if it breaks the format's rules."""
+    return _encode_group(group, index, new_totals() if totals is None else totals, max_version)
 
 
 def encode_bitstream(bs: Bitstream) -> bytes:
     """Serialise a Bitstream; raises ValueError if it breaks the format's rules.  The
-    version written is the lowest one that holds the file (1 without raw bytes or a
-    segment table: ``bs.version`` says what the header needs)."""
+    version written is the lowest one that holds the file: ``bs.version`` says what the
+    header needs, each group what its entries need (raw bytes 2, an offsetless step
+    descriptor 4, which it uses only up to ``bs.max_version``)."""
     if len(bs.groups) > MAX_GROUPS:
         raise ValueError(f"{len(bs.groups)} groups exceed the limit of {MAX_GROUPS}")
     out = [frame_chunk(TAG_HEADER, _encode_header(bs.codec, bs.header))]
     totals = new_totals()
     version = bs.version
     for index, group in enumerate(bs.groups):
-        out.append(frame_chunk(TAG_GROUP, _encode_group(group, index, totals)))
-        version = max(version, group.min_version)
+        payload, needed = _encode_group(group, index, totals, bs.max_version)
+        out.append(frame_chunk(TAG_GROUP, payload))
+        version = max(version, needed)
     out.append(frame_chunk(TAG_END, b""))
     data = file_prefix(version) + b"".join(out)
     if len(data) > MAX_FILE_BYTES:  # every file nnc writes must be one nnc can read back
@@ -345,7 +366,8 @@ def _decode_header(payload: bytes) -> tuple[str, dict]:
 
 
 def _read_entry(reader: ByteReader, position: int, totals: dict, version: int) -> _Descriptor | _RawEntry:
-    """One group entry: a tensor descriptor, or (version 2 on) a raw byte string."""
+    """One group entry: a tensor descriptor (from version 4 also offsetless), or (from
+    version 2) a raw byte string."""
     start = reader.pos
     what = f"tensor {position}"
     name = reader.text(f"{what} name", MAX_NAME_BYTES)
@@ -358,13 +380,15 @@ def _read_entry(reader: ByteReader, position: int, totals: dict, version: int) -
             raise reader.fail(f"the file's raw byte strings exceed {MAX_FILE_RAW_BYTES} bytes")
         data = reader.take(length, f"{what} raw bytes")
         return _RawEntry(name, data, reader.pos - start - length)
+    if scheme_code == OFFSETLESS_STEP_CODE and version >= OFFSETLESS_VERSION:
+        return _read_tensor_descriptor(reader, name, what, "step", start, totals, offsets=False)
     if scheme_code >= len(SCHEMES):
         raise reader.fail(f"{what} has unknown quantization scheme {scheme_code}")
     return _read_tensor_descriptor(reader, name, what, SCHEMES[scheme_code], start, totals)
 
 
 def _read_tensor_descriptor(reader: ByteReader, name: str, what: str, scheme: str, start: int,
-                            totals: dict) -> _Descriptor:
+                            totals: dict, offsets: bool = True) -> _Descriptor:
     bits = reader.u8(f"{what} bits")
     if scheme == "minmax" and not MIN_BITS <= bits <= MAX_BITS or scheme == "step" and bits != 0:
         raise reader.fail(f"{what}: {bits} bits is invalid for scheme {scheme!r}")
@@ -386,8 +410,10 @@ def _read_tensor_descriptor(reader: ByteReader, name: str, what: str, scheme: st
         raise reader.fail(f"{what}: axis {axis_byte} is out of range for {ndim} dimensions")
     axis = None if axis_byte == _AXIS_NONE else axis_byte
     params = 1 if axis is None else shape[axis]
-    offset = reader.f32_array(params, f"{what} offsets")
+    offset = reader.f32_array(params, f"{what} offsets") if offsets else None
     scale = reader.f32_array(params, f"{what} scales")
+    if offset is None:  # made once the scales are read: the file holds 4 bytes for each zero
+        offset = np.zeros(params, np.float32)
     if not (np.all(np.isfinite(offset)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise reader.fail(f"{what}: offsets must be finite and scales finite and > 0")
     if scheme == "minmax":
@@ -500,7 +526,7 @@ def _parse(data: bytes, stats: dict | None = None) -> Bitstream:
             raise InvalidBitstreamError("end chunk must be empty")
     if stats is not None:
         stats.update(format_version=version, groups=group_stats)
-    return Bitstream(codec, header, groups, version)
+    return Bitstream(codec, header, groups, version, version)
 
 
 def decode_bitstream(data: bytes) -> Bitstream:

@@ -19,13 +19,15 @@ from collections.abc import Iterator
 from nnc.errors import InvalidBitstreamError, NewerFormatError
 
 # The newest version this reader reads.  Writers write the LOWEST version whose readers
-# can read the file (FORMAT.md section 2), so a file without raw-bytes entries stays a
+# can read the file (FORMAT.md, Versions), so a file that needs nothing newer stays a
 # version-1 file, byte for byte as earlier nnc versions wrote it.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 RAW_BYTES_VERSION = 2  # raw-bytes group entries (FORMAT.md section 4.3) need version 2
 # Headers with a segment table (FORMAT.md section 3.1): the bytes are those of versions 1
 # and 2; the version makes older readers refuse the file as newer, not as corrupt.
 SEGMENTS_VERSION = 3
+# Step tensors whose offsets are all +0.0 written without them (FORMAT.md section 4.1).
+OFFSETLESS_VERSION = 4
 # PNG-style signature: a non-ASCII first byte and CR LF / ^Z / LF catch text-mode
 # transfers and truncated "type" output early.
 MAGIC = b"\x89NNC\r\n\x1a\n"

@@ -16,6 +16,7 @@ import struct
 import time
 import tracemalloc
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -533,8 +534,12 @@ def test_short_streams_are_padded_not_overread():
 def test_container_round_trip():
     bs = sample_bitstream()
     data = encode_bitstream(bs)
-    # without raw byte strings a file stays version 1, readable by every nnc
-    assert data.startswith(MAGIC) and struct.unpack_from("<H", data, len(MAGIC))[0] == 1
+    # its step-scheme bias (offset +0.0) goes without its offset, which needs version 4;
+    # without that form the file stays version 1, readable by every nnc
+    assert data.startswith(MAGIC) and struct.unpack_from("<H", data, len(MAGIC))[0] == 4
+    old = encode_bitstream(replace(bs, max_version=3))
+    assert struct.unpack_from("<H", old, len(MAGIC))[0] == 1 and len(old) == len(data) + 4
+    assert decode_bitstream(old) == bs and encode_bitstream(decode_bitstream(old)) == old
     back = decode_bitstream(data)
     assert back == bs
     assert list(back.header) == list(bs.header) and back.header["title"] == "naïve ✓"
@@ -584,7 +589,7 @@ def test_inspect_sizes_add_up():
     bs = sample_bitstream()
     data = encode_bitstream(bs)
     info = inspect_bitstream(data)
-    assert info["format_version"] == 1 and info["codec"] == "hnerv" and info["header"] == bs.header
+    assert info["format_version"] == 4 and info["codec"] == "hnerv" and info["header"] == bs.header
     assert info["file_bytes"] == len(data)
     assert info["container_bytes"] == len(MAGIC) + 2 + 12
     assert info["container_bytes"] + info["header_bytes"] + sum(g["bytes"] for g in info["groups"]) == len(data)
@@ -1037,13 +1042,19 @@ def test_chunk_api_assembles_and_appends_without_touching_earlier_groups():
     appended = append_group(data, extra)
     assert appended == encode_bitstream(Bitstream(bs.codec, bs.header, [*bs.groups, extra]))
     assert group_chunks(appended)[:3] == group_chunks(data)
-    # a new header, and a raw-bytes group that lifts the file to version 2
+    # a new header, and a raw-bytes group that lifts a version-1 file to version 2
     raw = TensorGroup("raw", [], [RawBytes("r", b"xyz")])
-    again = append_group(appended, raw, header={"videos": 2})
+    version_1 = encode_bitstream(replace(bs, max_version=1))
+    again = append_group(version_1, raw, header={"videos": 2})
     back = decode_bitstream(again)
     assert back.codec == bs.codec and back.header == {"videos": 2} and back.groups[-1] == raw
-    assert inspect_bitstream(again)["format_version"] == 2
-    assert [c.payload for c in group_chunks(again)[:4]] == [c.payload for c in group_chunks(appended)]
+    assert inspect_bitstream(version_1)["format_version"] == 1 and inspect_bitstream(again)["format_version"] == 2
+    assert [c.payload for c in group_chunks(again)[:3]] == [c.payload for c in group_chunks(version_1)]
+    # and one with an offsetless step tensor lifts it to version 4, its groups kept as they are
+    step = TensorGroup("step", [quantize_step(np.arange(6.0), 0.5, "s")])
+    lifted = append_group(again, step)
+    assert inspect_bitstream(lifted)["format_version"] == 4 and decode_bitstream(lifted).groups[-1] == step
+    assert [c.payload for c in group_chunks(lifted)[:4]] == [c.payload for c in group_chunks(again)]
     with pytest.raises(ValueError, match="TGRP"):
         assemble_file("c", {}, [Chunk(b"HEAD", b"")])
     with pytest.raises(InvalidBitstreamError):
@@ -1064,3 +1075,125 @@ def test_group_fields_cover_the_payload():
     [frame1] = [c for c in group_chunks(encode_bitstream(raw_bitstream())) if b"frame1" in c.payload]
     [raw] = [f for f in group_fields(frame1.payload) if f.kind == "bytes"]
     assert frame1.payload[raw.start : raw.end] == bytes(range(256))
+    # the sample's step bias is offsetless: scales, no offsets
+    [weights] = [c for c in group_chunks(encode_bitstream(sample_bitstream())) if b"weights" in c.payload]
+    whats = [f.what for f in group_fields(weights.payload)]
+    assert "tensor 2 scales" in whats and "tensor 2 offsets" not in whats and "tensor 1 offsets" in whats
+
+
+# --------------------------------------------------------------------------------------
+# Offsetless step descriptors (format version 4)
+
+
+def step_bitstream(offset: np.ndarray | None = None) -> Bitstream:
+    """A per-channel step tensor (rate-trained convolution: 40 channels on axis 0), a
+    per-tensor one (NIRVANA, a bias) and a minmax one; ``offset`` replaces the first's
+    zero offsets."""
+    rng = np.random.default_rng(11)
+    symbols = np.round(rng.laplace(0, 3, (40, 6, 3))).astype(np.int32)
+    scales = rng.uniform(1e-3, 1e-2, 40).astype(np.float32)
+    offsets = np.zeros(40, np.float32) if offset is None else offset
+    conv = QuantizedTensor("conv.weight", symbols, "step", 0, 0, offsets, scales)
+    bias = quantize_step(rng.normal(0, 0.1, 12), 0.01, "conv.bias")
+    return Bitstream("test", {"n": 1}, [TensorGroup("weights", [conv, bias, quantize_per_tensor(np.arange(5.0), 4, "m")])])
+
+
+def test_step_tensors_with_zero_offsets_go_without_them():
+    bs = step_bitstream()
+    data = encode_bitstream(bs)
+    full = encode_bitstream(replace(bs, max_version=3))
+    assert struct.unpack_from("<H", data, len(MAGIC))[0] == 4 and struct.unpack_from("<H", full, len(MAGIC))[0] == 1
+    assert len(full) - len(data) == 4 * (40 + 1)  # one f32 per offset of both step tensors
+    for encoded in (data, full):
+        back = decode_bitstream(encoded)
+        assert back == bs  # names, symbols, scales bit for bit
+        for tensor, source in zip(back.groups[0].tensors, bs.groups[0].tensors):
+            assert tensor.scheme == source.scheme and tensor.offset.dtype == np.float32
+            assert np.array_equal(tensor.offset.view(np.uint32), np.asarray(source.offset, np.float32).view(np.uint32))
+            assert np.array_equal(tensor.dequantize().view(np.uint32), source.dequantize().view(np.uint32))
+    assert not decode_bitstream(data).groups[0].tensors[0].offset.view(np.uint32).any()  # +0.0, not -0.0
+    # each file re-encodes to its own bytes: a decoded file keeps the forms of its version
+    assert decode_bitstream(data).max_version == 4 and encode_bitstream(decode_bitstream(data)) == data
+    assert decode_bitstream(full).max_version == 1 and encode_bitstream(decode_bitstream(full)) == full
+    # nnc info: the descriptors are 4 bytes per offset shorter, the payload the same
+    new, old = inspect_bitstream(data), inspect_bitstream(full)
+    assert new["format_version"] == 4 and old["format_version"] == 1
+    [group], [old_group] = new["groups"], old["groups"]
+    assert old_group["side_info_bytes"] - group["side_info_bytes"] == 4 * 41
+    assert group["payload_bytes"] == old_group["payload_bytes"]
+    assert [o["side_info_bytes"] - t["side_info_bytes"] for t, o in zip(group["tensors"], old_group["tensors"])] == [
+        160, 4, 0]
+    assert [t["scheme"] for t in group["tensors"]] == ["step", "step", "minmax"]
+    assert new["container_bytes"] + new["header_bytes"] + group["bytes"] == len(data)
+
+
+@pytest.mark.parametrize("value", [-0.0, 1e-3, -2.5])
+def test_step_tensors_with_other_offsets_keep_the_full_form(value):
+    offsets = np.zeros(40, np.float32)
+    offsets[17] = value  # -0.0 too: (-0.0) * scale + (-0.0) is -0.0, + (+0.0) would make it +0.0
+    bs = step_bitstream(offsets)
+    bs.groups[0].tensors.pop(1)  # the offsetless bias would lift the file to version 4
+    data = encode_bitstream(bs)
+    assert struct.unpack_from("<H", data, len(MAGIC))[0] == 1 and data == encode_bitstream(replace(bs, max_version=1))
+    [conv, _] = decode_bitstream(data).groups[0].tensors
+    assert np.array_equal(conv.offset.view(np.uint32), offsets.view(np.uint32))
+
+
+def offsetless_descriptor(name="s", shape=(2, 3), axis=0, scales=(0.5, 0.25), model=None) -> bytes:
+    """FORMAT.md section 4.1, code 3: a step descriptor without its offsets."""
+    model = b"\x01" + svarint(-2) + uvarint(5) if model is None else model  # uniform on [-2, 2]
+    dims = b"".join(uvarint(d) for d in shape)
+    return (text(name) + bytes([3, 0, len(shape)]) + dims + bytes([axis])
+            + struct.pack(f"<{len(scales)}f", *scales) + model)
+
+
+def test_hand_built_offsetless_descriptor_follows_the_spec_and_needs_version_4():
+    symbols = [-2, -1, 0, 1, 2, 2]
+    stream = reference_rans_encode([(symbols, -2, EntropyModel("uniform", -2, 5).frequencies), ([0, 0], 0, [65535, 1])])
+    parts = (chunk(b"HEAD", header_payload()), chunk(b"TGRP", group_payload([offsetless_descriptor()], stream)),
+             chunk(b"TEND", b""))
+    [group] = decode_bitstream(assemble(*parts, version=4)).groups
+    [tensor] = group.tensors
+    assert (tensor.scheme, tensor.bits, tensor.axis, tensor.symbols.tolist()) == ("step", 0, 0, [[-2, -1, 0], [1, 2, 2]])
+    assert tensor.scale.tolist() == [0.5, 0.25] and tensor.offset.view(np.uint32).tolist() == [0, 0]
+    assert tensor.dequantize().tolist() == [[-1.0, -0.5, 0.0], [0.25, 0.5, 0.5]]
+    # nnc writes the same descriptor (up to the entropy model, which it picks itself)
+    assert encode_group_chunk(group).payload.startswith(text("g") + uvarint(1) + offsetless_descriptor(model=b""))
+    # before version 4, code 3 is an unknown scheme, as it always was
+    for version in (1, 2, 3):
+        error = assert_rejected(assemble(*parts, version=version), "unknown quantization scheme 3")
+        assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("descriptor_bytes", "match"),
+    [
+        (offsetless_descriptor()[:-3], "truncated"),
+        (offsetless_descriptor(scales=(0.5,)), "truncated"),  # one scale short
+        (offsetless_descriptor(scales=(0.5, 0.0)), "scales finite and > 0"),
+        (offsetless_descriptor(scales=(0.5, float("nan"))), "scales finite and > 0"),
+        (offsetless_descriptor()[:3] + b"\x08" + offsetless_descriptor()[4:], "bits is invalid"),
+        (offsetless_descriptor(axis=2), "axis 2 is out of range"),
+    ],
+)
+def test_offsetless_descriptor_errors(descriptor_bytes, match):
+    data = assemble(chunk(b"HEAD", header_payload()), chunk(b"TGRP", group_payload([descriptor_bytes])),
+                    chunk(b"TEND", b""), version=4)
+    assert_rejected(data, match)
+
+
+def test_offsetless_group_chunks_carry_their_version():
+    from nnc.bitstream import join_chunks
+    from nnc.bitstream import split_chunks as api_split_chunks
+
+    bs = step_bitstream()
+    [step_chunk] = [encode_group_chunk(group) for group in bs.groups]
+    assert step_chunk.min_version == 4 and encode_group_chunk(bs.groups[0], max_version=3).min_version == 1
+    assert step_chunk == group_chunks(encode_bitstream(bs))[0]
+    # copied into a file of version 1 (a minmax group), the file becomes version 4
+    minmax = encode_bitstream(Bitstream("test", {}, [TensorGroup("m", [quantize_per_tensor(np.arange(4.0), 3, "m")])]))
+    data = assemble_file("test", {}, [*group_chunks(minmax), *group_chunks(encode_bitstream(bs))])
+    assert inspect_bitstream(data)["format_version"] == 4
+    assert decode_bitstream(data).groups[1] == bs.groups[0]
+    # forced into a version-3 file it is refused, not misread
+    assert_rejected(join_chunks(api_split_chunks(data), 3), "unknown quantization scheme 3")

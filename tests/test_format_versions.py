@@ -5,7 +5,9 @@
 shipped weights): CLC then stored CompressAI's rANS strings as a 1-D 8-bit minmax
 tensor.  Version 2 stores the same bytes as a raw byte string (FORMAT.md section 4.3);
 both must decode to the same image.  The HNeRV golden file (test_golden.py) covers
-version-1 files without raw bytes, which nnc still writes byte for byte.
+version-1 files without raw bytes, which nnc still writes byte for byte.  Version 4
+drops the zero offsets of step tensors: the NIRVANA golden file's groups, written anew,
+must decode to the same frames.
 
 The shipped CLC weights changed since (one variable-rate model); the single-rate weights
 that wrote ``golden_clc_v1.nnc`` live on in ``models/weights/clc/v1/``, and the decoder
@@ -22,7 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from click.testing import CliRunner
+
 from nnc.bitstream import Bitstream, RawBytes, TensorGroup, decode_bitstream, encode_bitstream, inspect_bitstream
+from nnc.cli.main import main
 from nnc.codec.files import decode_to_frames
 from synthetic import synthetic_frames
 
@@ -31,6 +36,7 @@ GOLDEN_CLC_V1_SHA256 = "59c79f17f4938a7bbb35f21a673f64de5b18d5d1370f1c055a65df89
 GOLDEN_CLC_V1_PSNR = 21.6157  # RGB PSNR against its source, as the encoder reported it
 GOLDEN_CLC_VARIABLE_RATE = GOLDEN_CLC_V1.with_name("golden_clc_variable_rate.nnc")
 GOLDEN_CLC_VARIABLE_RATE_SHA256 = "61b539804d67043019b549b6ec7a8bedb45b9a36263cbf92f5dcb01927edd78c"
+GOLDEN_NIRVANA = GOLDEN_CLC_V1.with_name("golden_nirvana.nnc")  # version 1, step tensors with zero offsets
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,3 +94,30 @@ def test_variable_rate_clc_golden_file_decodes_to_its_frame():
     difference = np.abs(frames[0].astype(int) - expected.astype(int))
     assert frames.shape == (1, 48, 64, 3) and difference.max() <= 1 and (difference == 0).mean() > 0.99
     assert psnr(frames[0], synthetic_frames(1, 48, 64, seed=7)[0]) > GOLDEN_CLC_V1_PSNR
+
+
+@pytest.fixture(scope="module")
+def nirvana_v4(tmp_path_factory) -> Path:
+    """The NIRVANA golden file's groups written anew: a version-4 file."""
+    old = decode_bitstream(GOLDEN_NIRVANA.read_bytes())
+    path = tmp_path_factory.mktemp("v4") / "nirvana_v4.nnc"
+    path.write_bytes(encode_bitstream(Bitstream(old.codec, old.header, old.groups)))
+    return path
+
+
+def test_offsetless_nirvana_file_decodes_to_the_frames_of_its_version_1_original(nirvana_v4):
+    assert inspect_bitstream(nirvana_v4.read_bytes())["format_version"] == 4
+    assert nirvana_v4.stat().st_size < GOLDEN_NIRVANA.stat().st_size
+    frames_v1 = decode_to_frames(GOLDEN_NIRVANA, device="cpu").frames
+    assert np.array_equal(decode_to_frames(nirvana_v4, device="cpu").frames, frames_v1)
+
+
+def test_an_older_reader_refuses_version_4_as_newer(nirvana_v4, monkeypatch):
+    from nnc.bitstream import framing
+
+    monkeypatch.setattr(framing, "FORMAT_VERSION", 3)  # what nnc read before offsetless step tensors
+    result = CliRunner().invoke(main, ["info", str(nirvana_v4)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 3 and len(lines) == 1, result.output
+    assert "format version 4 is newer than version 3 that this nnc reads" in lines[0]
+    assert CliRunner().invoke(main, ["info", str(GOLDEN_NIRVANA)]).exit_code == 0  # version 1 still reads

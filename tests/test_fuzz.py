@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fuzz_decoder as fuzz  # tools/ is on pytest's pythonpath (pyproject.toml)
+from nnc.bitstream.framing import read_version
 from nnc.errors import NncError
 
 
@@ -23,6 +24,7 @@ def seeds():
     assert {s["codec"] for s in built} == set(available_codecs())  # CLC and PFNR included
     assert any(s["clip"].startswith("2 videos") for s in built)  # a PFNR set of two videos
     assert any("segments" in s["clip"] for s in built)  # a segmented file (format version 3)
+    assert any(read_version(s["bytes"]) == 4 for s in built)  # offsetless step tensors (NIRVANA)
     return built
 
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnc.bitstream import FORMAT_VERSION, encode_bitstream, inspect_bitstream, read_bitstream_file
+from nnc.bitstream import (FORMAT_VERSION, Bitstream, decode_bitstream, encode_bitstream, inspect_bitstream,
+                           read_bitstream_file)
 from nnc.codec import pfnr as pfnr_codec
 from nnc.codec.base import float_to_frames
 from nnc.codec.video_api import decode_frames
@@ -129,6 +130,21 @@ def test_nirvana_golden_file_decodes_to_the_same_symbols_and_frames():
     assert reference.shape == (8, 32, 64, 3) and reference.dtype == np.uint8
     frames = np.concatenate(list(decode_frames(bitstream)))
     assert_same_frames_up_to_rounding(frames, reference)
+
+
+def test_nirvana_golden_groups_written_anew_drop_their_zero_offsets():
+    """The decoded file re-encodes to its own version-1 bytes (above); the same groups in
+    a new bitstream take the offsetless step descriptors of version 4: 4 bytes less per
+    tensor (NIRVANA's steps are per tensor), the same symbols and parameters."""
+    data = GOLDEN_NIRVANA.read_bytes()
+    old = read_bitstream_file(GOLDEN_NIRVANA)
+    tensors = sum(len(group.tensors) for group in old.groups)
+    assert all(t.scheme == "step" and t.axis is None for group in old.groups for t in group.tensors)
+    new = encode_bitstream(Bitstream(old.codec, old.header, old.groups))
+    assert inspect_bitstream(new)["format_version"] == 4 and len(data) - len(new) == 4 * tensors
+    again = decode_bitstream(new)
+    assert again == old and symbols_digest(again) == GOLDEN_NIRVANA_SYMBOLS_SHA256
+    assert encode_bitstream(again) == new
 
 
 def test_nirvana_golden_region_decodes_from_its_own_patches():

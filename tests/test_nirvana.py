@@ -103,6 +103,7 @@ def test_bitstream_round_trip_is_exact(encoded):
             assert a == b, a.name
             assert (b.scheme, b.axis, float(b.offset[0])) == ("step", None, 0.0)
     assert encode_bitstream(parsed) == data
+    assert data[8:10] == b"\x04\x00"  # format version 4: the zero offsets are not stored
     # every tensor the decoder needs is in every group: biases, upsampler, head
     names = {t.name for t in parsed.groups[1].tensors}
     assert {"siren.0.linear.bias", "to_features.bias", "stages.0.weight", "head.weight", "head.bias"} <= names
