@@ -28,6 +28,7 @@ from click.testing import CliRunner
 
 from nnc.bitstream import Bitstream, RawBytes, TensorGroup, decode_bitstream, encode_bitstream, inspect_bitstream
 from nnc.cli.main import main
+from nnc.errors import NncError
 from nnc.codec.files import decode_to_frames
 from synthetic import synthetic_frames
 
@@ -121,3 +122,17 @@ def test_an_older_reader_refuses_version_4_as_newer(nirvana_v4, monkeypatch):
     assert result.exit_code == 3 and len(lines) == 1, result.output
     assert "format version 4 is newer than version 3 that this nnc reads" in lines[0]
     assert CliRunner().invoke(main, ["info", str(GOLDEN_NIRVANA)]).exit_code == 0  # version 1 still reads
+
+
+def test_rewrite_tool_writes_an_old_file_in_the_newest_forms_with_the_same_frames(tmp_path):
+    import rewrite_bitstream  # tools/ is on pytest's pythonpath
+
+    output = tmp_path / "nirvana_v4.nnc"
+    old, new = rewrite_bitstream.rewrite(GOLDEN_NIRVANA, output)
+    assert inspect_bitstream(GOLDEN_NIRVANA.read_bytes())["format_version"] == 1
+    assert inspect_bitstream(output.read_bytes())["format_version"] == 4 and new < old == GOLDEN_NIRVANA.stat().st_size
+    copy = tmp_path / "golden.nnc"
+    copy.write_bytes(GOLDEN_NIRVANA.read_bytes())
+    with pytest.raises(NncError, match="is the input"):
+        rewrite_bitstream.rewrite(copy, copy)
+    assert copy.read_bytes() == GOLDEN_NIRVANA.read_bytes()
