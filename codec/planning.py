@@ -36,11 +36,12 @@ CALIBRATION_SHARE = 0.1  # at most this share of a budget is spent before the pl
 PLAN_FRACTION = 0.9  # plan to end at 90% of the budget: later phases may be a little slower per step
 LONG_RUN_SECONDS = 3600.0
 # Re-planning under a budget: the machine may slow down after calibration (another job starts)
-# or speed up.  When the pace measured since calibration projects an end more than
-# REPLAN_DEVIATION of the budget away from the planned one, every remaining epoch is planned
-# again (at most once per REPLAN_EVERY of the budget, after MIN_REPLAN_STEPS steps), so the
+# or speed up again.  Every REPLAN_EVERY of the budget (once MIN_REPLAN_STEPS steps ran) the
+# pace of that last stretch is measured; when it projects an end more than REPLAN_DEVIATION
+# of the budget away from the planned one, every remaining epoch is planned again, so the
 # last phases (pruning fine-tune, quantization-aware) still run instead of being cut by the
-# hard stop.
+# hard stop, and a run that sped up does not end early.  (The pace since calibration, used
+# at first, let a slow stretch hold a run that had sped up to an end 25% before its budget.)
 REPLAN_DEVIATION = 0.03
 REPLAN_EVERY = 0.05
 MIN_REPLAN_STEPS = 20
@@ -211,10 +212,9 @@ class SchedulePlanner(TimeBudget):
         self.steps_done = 0  # steps of runs that finished
         self._first_step_seconds: float | None = None
         self.line = ""  # the estimate line, once printed
-        # (steps done, seconds used) when the plan was made, and the seconds used at the last
-        # re-plan: the pace since calibration decides whether the plan still fits
+        # (steps done, seconds used) where the pace's last stretch began (the plan was made or
+        # last checked): that stretch's pace decides whether the plan still fits
         self._calibrated_at: tuple[int, float] | None = None
-        self._replanned_at = 0.0
         self.replans = 0
 
     # -- the loop's planning hooks --------------------------------------------------
@@ -266,23 +266,24 @@ class SchedulePlanner(TimeBudget):
         return max(done + max(available, 0.0) / per_step, 1.0) / max(self.recipe.steps, 1)
 
     def _replan(self, run: TrainingRun) -> bool:
-        """Plan the remaining epochs again when the pace since calibration has drifted."""
+        """Plan the remaining epochs again when the pace of the last stretch has drifted."""
         if self._calibrated_at is None:
             return False
         used, done = self.used(run), self.steps_done + run.step
         steps_then, used_then = self._calibrated_at
-        if done - steps_then < MIN_REPLAN_STEPS or used - self._replanned_at < REPLAN_EVERY * self.budget:
+        if done - steps_then < MIN_REPLAN_STEPS or used - used_then < REPLAN_EVERY * self.budget:
             return False
         pace = (used - used_then) / (done - steps_then)
+        self._calibrated_at = (done, used)  # the next stretch starts here
         projected = used + max(self.scale * self.recipe.steps - done, 0.0) * pace
         if abs(projected - self.budget * PLAN_FRACTION) <= REPLAN_DEVIATION * self.budget:
             return False
         planned_pace, self.seconds_per_step = self.seconds_per_step, pace
-        self.scale, self._replanned_at = self._fitting_scale(run, pace), used
+        self.scale = self._fitting_scale(run, pace)
         self.replans += 1
         if self.log is not None:
             epochs = " + ".join(f"{name} {count}" for name, count in self.plan()["epochs"].items() if count > 0)
-            self.log(f"nnc: re-planned after {format_duration(used)}: {pace:.3g} s/step measured since calibration "
+            self.log(f"nnc: re-planned after {format_duration(used)}: {pace:.3g} s/step measured lately "
                      f"({planned_pace:.3g} planned); epochs now {epochs}, to fit the "
                      f"{format_duration(self.budget)} time budget")
         return True
@@ -319,8 +320,7 @@ class SchedulePlanner(TimeBudget):
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), scale=self.scale, seconds_per_step=self.seconds_per_step,
-                    steps_done=self.steps_done, calibrated_at=self._calibrated_at, replanned_at=self._replanned_at,
-                    replans=self.replans)
+                    steps_done=self.steps_done, calibrated_at=self._calibrated_at, replans=self.replans)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -329,7 +329,6 @@ class SchedulePlanner(TimeBudget):
         self.steps_done = int(state.get("steps_done", 0))
         calibrated = state.get("calibrated_at")
         self._calibrated_at = None if calibrated is None else (int(calibrated[0]), float(calibrated[1]))
-        self._replanned_at = float(state.get("replanned_at", 0.0))
         self.replans = int(state.get("replans", 0))
 
 

@@ -100,6 +100,14 @@ def test_a_run_that_slows_down_after_calibration_is_planned_again_to_fit():
     resumed = SchedulePlanner(recipe(), 100.0, log=None)  # the new plan travels in checkpoints
     resumed.load_state_dict(planner.state_dict())
     assert resumed.phase_epochs("train", 100) == epochs and resumed.replans == planner.replans
+    # the other job ends: 0.5 s a step again; the last stretch's pace plans the rest up again
+    slow_scale, replans, clock, last = planner.scale, planner.replans, run.clock, run.step
+    for step in range(last + 1, last + 41):
+        run.step, run.clock = step, clock + 0.5 * (step - last)
+        epochs = planner.revise_epochs(run, epochs, 100)
+    assert planner.replans > replans and planner.scale > slow_scale
+    assert planner.seconds_per_step == pytest.approx(0.5, rel=0.05)
+    assert planner.scale * 220 == pytest.approx(run.step + (90 - run.clock) / 0.5, rel=0.02)
 
 
 def test_without_a_budget_the_estimate_keeps_the_epochs_and_advises_when_long():
