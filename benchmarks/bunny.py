@@ -171,6 +171,7 @@ def main(argv=None) -> None:
 
     symbols = np.concatenate([t.symbols.ravel() for g in bitstream.groups for t in g.tensors])
     pixels = video.info.width * video.info.height * video.info.num_frames
+    load_at_end = machine_load()
     result = {
         "name": f"nnc-{args.model}-{args.tier}",
         "description": f"nnc {args.model} on bunny ({args.tier} tier), file-size bpp",
@@ -209,8 +210,8 @@ def main(argv=None) -> None:
             "device": args.device,
             "machine": machine_description(),
             # timings are a benchmark only on an idle machine: the load when the run started and ended
-            "machine_load": {"at_start": load_at_start, "at_end": machine_load()},
-            "machine_idle": bool(load_at_start.get("idle")) and bool(machine_load().get("idle")),
+            "machine_load": {"at_start": load_at_start, "at_end": load_at_end},
+            "machine_idle": bool(load_at_start.get("idle")) and bool(load_at_end.get("idle")),
             **({"note": args.note} if args.note else {}),
             "nnc": __version__,
             "command": f"python benchmarks/bunny.py --tier {args.tier} --model {args.model} --epochs {epochs}"

@@ -960,7 +960,7 @@ def decode_all(data: bytes, max_output_bytes: int = FUZZ_MAX_OUTPUT_BYTES) -> in
     bitstream = decode_bitstream(data)
     checked = check_header(bitstream.codec, bitstream.header, bitstream.version)
     if is_segmented(bitstream.header):  # nnc decode --frames: only the last frame's segment is read
-        _decode_last_frame(data)
+        _decode_last_frame(data, checked.videos[0].num_frames)
     for info in checked.videos:
         check_output_limits(info, "y4m", max_output_bytes=max_output_bytes)
     frames = 0
@@ -975,18 +975,17 @@ def decode_all(data: bytes, max_output_bytes: int = FUZZ_MAX_OUTPUT_BYTES) -> in
     return frames
 
 
-def _decode_last_frame(data: bytes) -> None:
-    """``nnc decode --frames N-1:`` through the random-access reader (a file on disk, as the
-    command reads one)."""
+def _decode_last_frame(data: bytes, num_frames: int) -> None:
+    """``nnc decode --frames N-1:`` (``num_frames``: the checked header's N) through the
+    random-access reader (a file on disk, as the command reads one)."""
     import tempfile
 
-    from nnc.codec.video_api import decode_frames, media_info, read_for_decode, resolve_frame_range
+    from nnc.codec.video_api import decode_frames, read_for_decode, resolve_frame_range
 
+    last = num_frames - 1
     with tempfile.NamedTemporaryFile(suffix=".nnc") as handle:
         handle.write(data)
         handle.flush()
-        head = read_for_decode(Path(handle.name), (0, 1))
-        last = media_info(head).num_frames - 1
         bitstream = read_for_decode(Path(handle.name), (last, None))
     for _ in decode_frames(bitstream, device="cpu", frames=resolve_frame_range((last, None), last + 1)):
         pass
