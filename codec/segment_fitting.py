@@ -39,6 +39,7 @@ from ..units import plural
 from .base import Codec, CodecOptions, CompressedVideo
 from .checkpoint import fingerprint, remove_checkpoint_files
 from .planning import PlanReport
+from .ray_backend import connect_ray
 from .registry import get_codec
 from .segments import spans
 
@@ -207,16 +208,7 @@ def _segment_error(task: SegmentTask, error: BaseException) -> BaseException:
 
 def _run_on_ray(queue: list[SegmentTask], at_once: int, address: str | None
                 ) -> Iterator[tuple[SegmentTask, CompressedVideo]]:
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(address=None if address in (None, "local") else address, ignore_reinit_error=True,
-                     log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise NncError(f"cannot connect to Ray at {address or 'a new local instance'}: {reason}") from None
+    ray, started_here = connect_ray(address)
     # A task may land on any machine: no checkpoints (the driver keeps fitted segments),
     # and no more threads than the largest machine has CPUs (or it would never start).
     largest = max((node["Resources"].get("CPU", 1) for node in ray.nodes() if node.get("Alive")), default=1)

@@ -370,32 +370,32 @@ def _local_results(jobs: list[dict], workers: int, on_start: Callable[[int], Non
 
 
 def _ray_results(jobs: list[dict], address: str | None, on_start: Callable[[int], None]) -> Iterator[dict]:
-    try:
-        import ray
-    except ImportError:
-        raise NncError("--backend ray needs Ray: pip install 'nnc-toolkit[ray]'") from None
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise NncError(f"cannot connect to Ray at {address or 'a new local instance'}: {_one_line(error)}") \
-                from None
+    from ..codec.ray_backend import connect_ray  # here: the codec package imports torch
+
+    ray, started_here = connect_ray(address)
     remote = ray.remote(run_job)
     references = {}
-    for job in jobs:
-        gpu = job["codec_kind"] != "classical" and job["settings"].get("device") == "cuda"
-        threads = int(job["settings"].get("threads") or 1)
-        references[remote.options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=0).remote(job)] = job
-    while references:
-        on_start(len(references))
-        done, _ = ray.wait(list(references), num_returns=1)
-        job = references.pop(done[0])
-        try:
-            yield ray.get(done[0])
-        except Exception as error:  # noqa: BLE001 -- a task that died is reported like a failed job
-            yield {"key": job["key"], "input": job["input"]["name"], "codec": job["codec"], "rate": job["rate"],
-                   "rate_label": rate_label(*job["rate"]), "settings": job["settings"], "status": "failed",
-                   "error": f"Ray task died: {_one_line(error)}"}
+    try:
+        for job in jobs:
+            gpu = job["codec_kind"] != "classical" and job["settings"].get("device") == "cuda"
+            threads = int(job["settings"].get("threads") or 1)
+            references[remote.options(num_cpus=threads, num_gpus=1 if gpu else 0, max_retries=0).remote(job)] = job
+        while references:
+            on_start(len(references))
+            done, _ = ray.wait(list(references), num_returns=1)
+            job = references.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except Exception as error:  # noqa: BLE001 -- a task that died is reported like a failed job
+                result = {"key": job["key"], "input": job["input"]["name"], "codec": job["codec"], "rate": job["rate"],
+                          "rate_label": rate_label(*job["rate"]), "settings": job["settings"], "status": "failed",
+                          "error": f"Ray task died: {_one_line(error)}"}
+            yield result
+    finally:
+        for reference in references:  # only after an interrupt (or a consumer that stopped early)
+            ray.cancel(reference, force=True)
+        if started_here:  # an instance this report started ends with it
+            ray.shutdown()
 
 
 def run_jobs(jobs: list[dict], *, backend: str = "local", workers: int = 1, address: str | None = None,
