@@ -23,6 +23,7 @@ reads groups 0..s only, so appending groups can never change it.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -36,6 +37,7 @@ from ..media import VideoInfo
 from ..models import pfnr as pfnr_model
 from ..units import plural
 from .base import Codec, CodecKind, CodecOptions, CompressedVideo, option, resolve_device
+from .planning import Phase, Recipe, SessionPlanner, make_session_planner, raw_bits_per_pixel
 from .registry import register_codec
 from .training import TrainSettings, fit
 from .training_hooks import KeepFrozen
@@ -254,6 +256,29 @@ def decode_session(state: SetState, session: int, num_frames: int, height: int, 
             yield torch.cat(batch)[..., :height, :width].cpu()
 
 
+def sessions_recipe(state: SetState, videos: list, options: PFNROptions) -> Recipe:
+    """What the sessions after ``state`` learning ``videos`` (in order) will train and add
+    to the file, known before training: one phase per session, named as its group, and an
+    upper estimate of their bytes before entropy coding.  Each session stores a mask bit
+    for every backbone weight (reused ones and free ones), its head and its new weights;
+    a session's new weights are at most its capacity of the backbone, and all sessions
+    together at most the weights no earlier session used."""
+    config = state.config
+    batch_size = int(options.batch_size)
+    phases = [Phase(group_name(state.sessions + index), int(options.epochs), -(-video.frames.shape[0] // batch_size))
+              for index, video in enumerate(videos)]
+    backbone, bits = config.backbone_parameter_count(), int(options.weight_bits)
+    free = backbone - sum(int(used.sum()) for used in state.used.values())
+    new_values = min(free, len(videos) * math.ceil((1.0 - float(options.prune)) * backbone))
+    stored_bits = len(videos) * (backbone + config.head_parameter_count() * bits) + new_values * bits
+    pixels = raw_bits = 0
+    for video in videos:
+        count = int(np.prod(video.frames.shape[:3]))
+        pixels += count
+        raw_bits += count * raw_bits_per_pixel(video.info.pix_fmt, video.info.bit_depth)
+    return Recipe(PFNRCodec.name, phases, config.parameter_count(), float(stored_bits), pixels, float(raw_bits))
+
+
 # --------------------------------------------------------------------------- header
 
 
@@ -295,6 +320,24 @@ class PFNROptions(CodecOptions):
                           low=0.05, high=0.95, metavar="FRACTION_LEFT_OUT")
     fso: bool | None = option(None, "Replace one stride-2 stage by the Fourier subneural operator (default: on "
                                     "where the frame size has a stride-2 stage).")
+    time_budget: float | None = option(None, "Training time budget of the new sessions (90s, 20m, 2h), wall time "
+                                             "from the first training step: they share it in proportion to their "
+                                             "planned work, their epochs scaled by one factor (replaces --epochs).",
+                                       low=0, low_open=True, metavar="DURATION")
+    dry_run: bool = option(False, "Calibrate a few training steps of the first session, print the plan (sessions, "
+                                  "epochs, estimated time and size) and exit without writing.")
+
+    def __post_init__(self):
+        if self.time_budget is not None:  # "20m" from the command line or the Python API
+            from .planning import parse_duration
+
+            self.time_budget = parse_duration(self.time_budget)
+
+    def settings(self) -> dict:
+        """The recorded settings: a dry run writes nothing, and the budget is recorded only
+        when given, so a set encoded without one keeps the bytes it had before budgets."""
+        return {name: value for name, value in super().settings().items()
+                if name != "dry_run" and not (name == "time_budget" and value is None)}
 
 
 @register_codec("pfnr")
@@ -321,8 +364,12 @@ class PFNRCodec(Codec):
         except ValueError as error:
             raise NncError(str(error)) from None
 
-    def fit_session(self, state: SetState, video, options: PFNROptions) -> tuple[TensorGroup, SetState, dict]:
-        """Train session ``state.sessions`` on ``video``; its group and the state after it."""
+    def fit_session(self, state: SetState, video, options: PFNROptions,
+                    planner: SessionPlanner | None = None) -> tuple[TensorGroup, SetState, dict]:
+        """Train session ``state.sessions`` on ``video``; its group and the state after it.
+
+        ``planner`` plans this session with the others of the same encode (one budget for
+        all of them, :func:`sessions_recipe`); by default this session is planned alone."""
         settings = self.resolve_settings(options)
         config = state.config
         session = state.sessions
@@ -343,15 +390,21 @@ class PFNRCodec(Codec):
         def reconstruct(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return model(encoded[indices.to(encoded.device)], 0)[..., :height, :width]
 
+        if planner is None:
+            planner = make_session_planner(options, sessions_recipe(state, [video], options))
         train = TrainSettings(
             epochs=int(settings["epochs"]), batch_size=int(settings["batch_size"]), lr=float(settings["lr"]),
             loss=settings["loss"], betas=BETAS, warmup_fraction=WARMUP_FRACTION, warmup_start=WARMUP_START,
             seed=options.seed + session, show_progress=options.show_progress,
             description=f"pfnr session {session} {width}x{height}x{num_frames}",
+            phase=group_name(session),  # the planner's name for this session
         )
         model.train()
+        # Without a budget the planner only measures and prints the estimate line: the
+        # epochs, and so the bytes, are those of an encode without it.
         stats = fit(reconstruct, model, video.frames, video.max_value, train, device, None,
-                    hooks=[KeepFrozen((layer.weight, mask, values) for layer, mask, values in frozen.values())])
+                    hooks=[KeepFrozen((layer.weight, mask, values) for layer, mask, values in frozen.values()),
+                           planner])
         started = time.perf_counter()
         model.eval()
         group = session_group(state, model, int(settings["weight_bits"]))

@@ -17,12 +17,17 @@ After a few calibration steps of the first phase the planner knows the time per 
 
 The plan (the scale factor and the calibrated time per step) is part of the planner's
 checkpoint state, so a resumed run follows the plan it started with.
+
+PFNR's sessions (one video each, trained one after another with quantizing and a check
+decode in between) share one :class:`SessionPlanner`: one budget for all of them, each
+session calibrated on its own steps and the rest planned again as each session starts.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -230,20 +235,29 @@ class SchedulePlanner(TimeBudget):
             if self.budget is not None and self._replan(run):
                 return self.phase_epochs(run.phase, requested)
             return epochs
+        pace = self._calibrated_pace(run, self.used(run))
+        if pace is None:
+            return epochs
+        self.seconds_per_step = pace
+        self._make_plan(run)
+        return self.phase_epochs(run.phase, requested)
+
+    def _calibrated_pace(self, run: TrainingRun, elapsed: float) -> float | None:
+        """The run's time per step once its calibration steps are timed, else None (call
+        after every step).  The first step pays one-off costs and is left out.  ``elapsed``
+        is the budget time spent so far: calibration ends sooner when it reaches
+        CALIBRATION_SHARE of the budget."""
         if run.step == 1 and self._first_step_seconds is None:
             self._first_step_seconds = run.seconds
         timed = run.step - 1
         # Calibrate after a few steps, or sooner when the run ends or slow steps would
         # spend a tenth of the budget on calibration alone.
-        hurry = self.budget is not None and self.used(run) >= CALIBRATION_SHARE * self.budget
+        hurry = self.budget is not None and elapsed >= CALIBRATION_SHARE * self.budget
         if timed < self.calibration_steps and run.step < run.total_steps and not hurry:
-            return epochs
+            return None
         if timed > 0 and self._first_step_seconds is not None:
-            self.seconds_per_step = max((run.seconds - self._first_step_seconds) / timed, 1e-6)
-        else:
-            self.seconds_per_step = max(run.seconds / max(run.step, 1), 1e-6)
-        self._make_plan(run)
-        return self.phase_epochs(run.phase, requested)
+            return max((run.seconds - self._first_step_seconds) / timed, 1e-6)
+        return max(run.seconds / max(run.step, 1), 1e-6)
 
     def _make_plan(self, run: TrainingRun) -> None:
         if self.budget is None:
@@ -262,8 +276,16 @@ class SchedulePlanner(TimeBudget):
         """The scale of the requested epochs that ends the recipe at PLAN_FRACTION of the
         budget when the remaining steps take ``per_step`` seconds each."""
         done = self.steps_done + run.step
-        available = self.budget * PLAN_FRACTION - self.used(run)
+        available = self._planned_end(run.phase) - self.used(run)
         return max(done + max(available, 0.0) / per_step, 1.0) / max(self.recipe.steps, 1)
+
+    def _planned_end(self, phase: str) -> float:
+        """The budget time at which the plan made during ``phase`` should end."""
+        return self.budget * PLAN_FRACTION
+
+    def _remaining_steps(self, run: TrainingRun) -> float:
+        """Steps the current plan still holds, from where ``run`` stands."""
+        return max(self.scale * self.recipe.steps - (self.steps_done + run.step), 0.0)
 
     def _replan(self, run: TrainingRun) -> bool:
         """Plan the remaining epochs again when the pace of the last stretch has drifted."""
@@ -275,8 +297,8 @@ class SchedulePlanner(TimeBudget):
             return False
         pace = (used - used_then) / (done - steps_then)
         self._calibrated_at = (done, used)  # the next stretch starts here
-        projected = used + max(self.scale * self.recipe.steps - done, 0.0) * pace
-        if abs(projected - self.budget * PLAN_FRACTION) <= REPLAN_DEVIATION * self.budget:
+        projected = used + self._remaining_steps(run) * pace
+        if abs(projected - self._planned_end(run.phase)) <= REPLAN_DEVIATION * self.budget:
             return False
         planned_pace, self.seconds_per_step = self.seconds_per_step, pace
         self.scale = self._fitting_scale(run, pace)
@@ -332,6 +354,147 @@ class SchedulePlanner(TimeBudget):
         self.replans = int(state.get("replans", 0))
 
 
+class SessionPlanner(SchedulePlanner):
+    """Plans runs trained one after another, with other work in between, into one budget:
+    PFNR's sessions (each trains, then is quantized and checked by decoding it).
+
+    Each phase of the recipe is one run, in order, and every run passes its phase's name
+    to the loop.  What differs from one video's phases:
+
+    * the budget is wall time from the first training step of the first run: the work
+      between runs happens before the later runs train, so it is counted, and the latest
+      such gap is set aside for each gap still to come;
+    * every run calibrates its own time per step on its first steps (the first run's
+      calibration prints the estimate line and ends a dry run); runs not started yet are
+      costed at the latest calibrated pace;
+    * a plan scales the requested epochs of the runs not finished yet by one factor so
+      that they fill what is left of the budget; finished runs count as the time they
+      took.  A plan is made again at the start of every run, from the time actually
+      spent, after each run's calibration, and when the pace drifts (as for one video).
+
+    No checkpoint state beyond :class:`SchedulePlanner`'s: the runs are not resumable
+    (``--resume`` is refused for PFNR, whose sessions are short).
+    """
+
+    def __init__(self, recipe: Recipe, budget_seconds: float | None = None, **kwargs):
+        super().__init__(recipe, budget_seconds, **kwargs)
+        self._index = {phase.name: index for index, phase in enumerate(recipe.phases)}
+        self.sessions: dict[str, dict] = {}  # phase name -> what its run was given and what it did
+        self.gap_seconds = 0.0  # the latest wall time between the end of a run and the start of the next
+        self._current: str | None = None
+        self._finished_at: float | None = None
+        self._calibrated_phases: set[str] = set()
+
+    def phase_epochs(self, phase: str, requested: int) -> int:
+        if phase != self._current:  # the loop asks first thing for a new run
+            self._begin(phase)
+        return super().phase_epochs(phase, requested)
+
+    def _begin(self, phase: str) -> None:
+        """A new run: count the work since the last one, plan the rest from the time spent."""
+        if self._finished_at is not None:
+            self.gap_seconds = time.perf_counter() - self._finished_at
+            self.spent += self.gap_seconds
+            self._finished_at = None
+        self._current, self._first_step_seconds = phase, None
+        if self.budget is not None and self.scale is not None:
+            self.scale = self._scale_for_rest(phase, 0, self.seconds_per_step, self.spent)
+            self._calibrated_at = (self.steps_done, self.spent)
+        available = None if self.budget is None else max(self._planned_end(phase) - self.spent, 0.0)
+        self.sessions[phase] = {"started_after_seconds": self.spent, "available_seconds": available}
+
+    def revise_epochs(self, run: TrainingRun, epochs: int, requested: int) -> int:
+        if self.scale is None:  # the first run: the estimate line (and a dry run's end)
+            revised = super().revise_epochs(run, epochs, requested)
+            if self.scale is not None:
+                self._calibrated(run.phase)
+            return revised
+        if run.phase in self._calibrated_phases:  # only a drifting pace re-plans now
+            return super().revise_epochs(run, epochs, requested)
+        # A later run's own calibration; the earlier runs' time counts as spent, so
+        # only this run's time decides whether calibration must end sooner.
+        pace = self._calibrated_pace(run, run.seconds)
+        if pace is None:
+            return epochs
+        self.seconds_per_step = pace
+        self._calibrated(run.phase)
+        if self.budget is None:
+            return epochs
+        self.scale = self._fitting_scale(run, pace)
+        self._calibrated_at = (self.steps_done + run.step, self.used(run))
+        return self.phase_epochs(run.phase, requested)
+
+    def _calibrated(self, phase: str) -> None:
+        self._calibrated_phases.add(phase)
+        self.sessions.setdefault(phase, {})["seconds_per_step"] = self.seconds_per_step
+
+    def _planned_end(self, phase: str) -> float:
+        later = len(self.recipe.phases) - 1 - self._index[phase]
+        return self.budget * PLAN_FRACTION - self.gap_seconds * later
+
+    def _scale_for_rest(self, phase: str, steps_in_run: int, per_step: float, used: float) -> float:
+        """The scale of the requested epochs of ``phase`` (which has run ``steps_in_run``
+        steps) and the phases after it that ends them at the planned end."""
+        requested = sum(p.steps for p in self.recipe.phases[self._index[phase]:])
+        available = max(self._planned_end(phase) - used, 0.0)
+        return max(steps_in_run + available / per_step, 1.0) / max(requested, 1)
+
+    def _fitting_scale(self, run: TrainingRun, per_step: float) -> float:
+        return self._scale_for_rest(run.phase, run.step, per_step, self.used(run))
+
+    def _remaining_steps(self, run: TrainingRun) -> float:
+        planned = sum(self._planned_epochs(p) * p.steps_per_epoch * p.runs
+                      for p in self.recipe.phases[self._index[run.phase]:])
+        return max(planned - run.step, 0.0)
+
+    def _planned_epochs(self, phase: Phase) -> int:
+        if self.scale is None or self.budget is None:
+            return phase.epochs
+        return max(1, round(phase.epochs * self.scale))
+
+    def finish(self, run: TrainingRun) -> None:
+        super().finish(run)
+        phase = self.recipe.phases[self._index[run.phase]]
+        self.sessions.setdefault(run.phase, {}).update(
+            epochs=math.ceil(run.total_steps / max(phase.steps_per_epoch * phase.runs, 1)), steps=run.step,
+            seconds=run.seconds, stopped_early=run.step < run.total_steps)
+        self._finished_at = time.perf_counter()
+
+    def plan(self) -> dict:
+        """The plan as data (``sessions``: one record per run, finished ones as they ran) and
+        as the one estimate line."""
+        recipe, per_step = self.recipe, self.seconds_per_step or 0.0
+        sessions = []
+        for phase in recipe.phases:
+            record = self.sessions.get(phase.name, {})
+            finished = "steps" in record
+            epochs = record["epochs"] if finished else self._planned_epochs(phase)
+            steps = record["steps"] if finished else epochs * phase.steps_per_epoch * phase.runs
+            pace = record.get("seconds_per_step") or per_step
+            sessions.append({"phase": phase.name, "requested_epochs": phase.epochs, "epochs": epochs, "steps": steps,
+                             "seconds_per_step": pace, "finished": finished,
+                             "seconds": record["seconds"] if finished else steps * pace,
+                             "started_after_seconds": record.get("started_after_seconds"),
+                             "available_seconds": record.get("available_seconds"),
+                             "stopped_early": record.get("stopped_early", False)})
+        steps = sum(session["steps"] for session in sessions)
+        seconds = sum(session["seconds"] for session in sessions)
+        epochs_text = " + ".join(f"{session['phase']} {session['epochs']}" for session in sessions)
+        text = (f"nnc: estimate: {recipe.model}, {plural(recipe.parameters, 'parameter')}, "
+                f"{plural(len(sessions), 'session')}, {plural(steps, 'step')} (epochs: {epochs_text}) at "
+                f"{per_step:.3g} s/step: about {format_duration(seconds)}")
+        if self.budget is not None:
+            text += f" (planned to fit the {format_duration(self.budget)} time budget)"
+        elif seconds > LONG_RUN_SECONDS:
+            text += "; to finish sooner: --time-budget 20m, fewer frames (--frames N), fewer --epochs, or a GPU (--device cuda)"
+        return {"model": recipe.model, "parameters": recipe.parameters,
+                "epochs": {session["phase"]: session["epochs"] for session in sessions}, "steps": steps,
+                "seconds_per_step": self.seconds_per_step, "estimated_seconds": seconds, "time_budget": self.budget,
+                "estimated_bpp": recipe.estimated_bpp(),
+                "estimated_bytes": None if recipe.stored_bits is None else math.ceil(recipe.stored_bits / 8),
+                "raw_bytes": math.ceil(recipe.raw_bits / 8), "sessions": sessions, "text": text}
+
+
 @dataclass
 class PlanReport:
     """What a dry run returns instead of an EncodeReport (nothing was written)."""
@@ -359,3 +522,14 @@ def make_planner(options, recipe: Recipe) -> SchedulePlanner:
     budget = getattr(options, "time_budget", None)
     return SchedulePlanner(recipe, None if budget is None else parse_duration(budget),
                            dry_run=bool(getattr(options, "dry_run", False)), log=log)
+
+
+def make_session_planner(options, recipe: Recipe) -> SessionPlanner:
+    """The planner of runs trained one after another (PFNR's sessions), from the options
+    (``time_budget``, ``dry_run``, ``show_progress``).  The size estimate is shown, never
+    refused as :func:`make_planner` does: a set's upper estimate counts a mask bit per
+    weight per session, which entropy coding mostly removes, and sets have no --force."""
+    budget = getattr(options, "time_budget", None)
+    return SessionPlanner(recipe, None if budget is None else parse_duration(budget),
+                          dry_run=bool(getattr(options, "dry_run", False)),
+                          log=_stderr if getattr(options, "show_progress", True) else None)

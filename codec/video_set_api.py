@@ -4,7 +4,9 @@ A set file is an ordinary .nnc container: a HEAD chunk (the PFNR config and one 
 per video: media info, settings, PSNR) and one TGRP chunk per session, in order.
 Appending rewrites the HEAD chunk (one more video record) and adds one TGRP chunk; the
 earlier TGRP chunks are copied byte for byte from the old file (never re-encoded), and
-the new file replaces the old one atomically.
+the new file replaces the old one atomically.  The sessions of one encode or append are
+planned together (:class:`~nnc.codec.planning.SessionPlanner`: the estimate line, one
+``--time-budget`` for all of them, ``--dry-run``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from ..metrics import mean_psnr, psnr_per_frame
 from ..media import Video, VideoInfo, VideoWriter
 from .base import float_to_frames
 from .header import finite_number, safe_text
-from .pfnr import PFNRCodec, PFNROptions, SetState, apply_group, decode_session, empty_state, parse_set_header, replay
+from .pfnr import (PFNRCodec, PFNROptions, SetState, apply_group, decode_session, empty_state, parse_set_header, replay,
+                   sessions_recipe)
+from .planning import PlanOnly, PlanReport, format_duration, make_session_planner
 from .video_api import check_output_path, resolve_frame_range
 from ..units import plural
 
@@ -41,13 +45,40 @@ class SetReport:
     settings: dict
     stats: list[dict] = field(default_factory=list)
     appended: bool = False  # by `nnc append` (else a new set)
+    plan: dict | None = None  # the sessions' plan as they ran (planning.SessionPlanner.plan)
 
     def summary(self) -> str:
         lines = [f"  video {v['video']}: {v['name']}, {plural(v['frames'], 'frame')}, PSNR {v['psnr']:.2f} dB (RGB, after "
                  f"quantization), its session {v['group_bytes']} bytes ({v['group_bpp']:.4f} bpp)" for v in self.videos]
+        if self.plan is not None and self.plan["time_budget"] is not None:
+            epochs = " + ".join(str(session["epochs"]) for session in self.plan["sessions"])
+            lines.append(f"  time budget {format_duration(self.plan['time_budget'])}: epochs {epochs}, "
+                         f"{format_duration(self.plan['budget_used_seconds'])} of it used by the sessions")
         verb = "appended to" if self.appended else "wrote"
         lines.append(f"{verb} {self.path}: {self.file_bytes} bytes in all, {self.encode_seconds:.1f} s")
         return "\n".join(lines)
+
+
+@dataclass
+class SetPlanReport(PlanReport):
+    """What a dry run of a set encode or an append returns: the plan of its sessions,
+    each with its ``source``; nothing was written."""
+
+    set_path: Path | None = None  # append: the set the session would join
+    set_bytes: int | None = None  # append: that set's size now
+
+    def summary(self) -> str:
+        plan = self.plan
+        sessions = ", ".join(f"{Path(s['source']).name} {s['epochs']} epochs ({plural(s['steps'], 'step')})"
+                             for s in plan["sessions"])
+        where = ("" if self.set_path is None
+                 else f" to append to {self.set_path} ({self.set_bytes:,} bytes, left unchanged)")
+        budget = "" if plan["time_budget"] is None else f"time budget {format_duration(plan['time_budget'])}, "
+        return (f"dry run (nothing written): model {plan['model']}, {plural(plan['parameters'], 'parameter')}, "
+                f"{plural(len(plan['sessions']), 'session')}{where}: {sessions}; {budget}estimated training time "
+                f"{format_duration(plan['estimated_seconds'])}; the new sessions at most about "
+                f"{plan['estimated_bpp']:.3f} bpp ({plan['estimated_bytes']:,} bytes before entropy coding); raw "
+                f"{'videos' if len(plan['sessions']) > 1 else 'video'} {plan['raw_bytes']:,} bytes")
 
 
 # --------------------------------------------------------------------------- sets
@@ -83,15 +114,28 @@ def _measure(state: SetState, session: int, video: Video, device: str) -> float:
     return mean_psnr(np.concatenate(values))
 
 
+def _with_sources(plan: dict, videos: list[tuple[str, Video]]) -> dict:
+    sessions = [dict(session, source=name) for session, (name, _) in zip(plan["sessions"], videos)]
+    return dict(plan, sessions=sessions)
+
+
 def _add_sessions(model_header: dict, chunks: list[Chunk], state: SetState, videos: list[tuple[str, Video]],
-                  output: Path, options: PFNROptions, started: float, original: bytes | None = None) -> SetReport:
+                  output: Path, options: PFNROptions, started: float,
+                  original: bytes | None = None) -> SetReport | SetPlanReport:
     """Train one session per video after ``state``, verify each by decoding its own bytes,
-    and write header + ``chunks`` + the new chunks atomically."""
+    and write header + ``chunks`` + the new chunks atomically.  One planner plans all the
+    sessions (one ``--time-budget`` for all of them); a dry run returns its plan instead."""
     codec = PFNRCodec()
     settings = codec.resolve_settings(options)
+    planner = make_session_planner(options, sessions_recipe(state, [video for _, video in videos], options))
     records, all_stats, new_chunks = [], [], []
     for name, video in videos:
-        group, _, stats = codec.fit_session(state, video, options)
+        try:
+            group, _, stats = codec.fit_session(state, video, options, planner)
+        except PlanOnly as plan:  # a dry run: the first session calibrated, nothing written
+            return SetPlanReport(_with_sources(plan.plan, videos), settings, set_path=None if original is None else output,
+                                 set_bytes=None if original is None else len(original))
+        stats["plan"] = planner.plan()["sessions"][len(all_stats)]  # what this session was given and used
         chunk = encode_group_chunk(group)
         # What the decoder will see: the group parsed back from its own bytes.
         [parsed] = decode_bitstream(assemble(CODEC, {}, [chunk])).groups
@@ -113,8 +157,10 @@ def _add_sessions(model_header: dict, chunks: list[Chunk], state: SetState, vide
     if original is not None and _read_or_none(output) != original:
         raise NncError(f"{output} changed while the new video was being learned; nothing was written")
     file_bytes = write_file_atomically(output, data)
+    # the budget time the sessions used: training and the work between sessions
+    plan = dict(_with_sources(planner.plan(), videos), budget_used_seconds=planner.spent)
     return SetReport(Path(output), file_bytes, records, time.perf_counter() - started, settings, all_stats,
-                     appended=original is not None)
+                     appended=original is not None, plan=plan)
 
 
 def _read_or_none(path: Path) -> bytes | None:
@@ -125,8 +171,9 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def encode_video_set(videos: list[tuple[str, Video]], output: str | os.PathLike,
-                     options: PFNROptions | None = None) -> SetReport:
-    """Learn ``videos`` (name, video) in order, one session each, into a new set file."""
+                     options: PFNROptions | None = None) -> SetReport | SetPlanReport:
+    """Learn ``videos`` (name, video) in order, one session each, into a new set file
+    (``options.dry_run``: only the plan, nothing written)."""
     options = options or PFNROptions()
     if not videos:
         raise NncError("a PFNR set needs at least one video")
@@ -156,8 +203,9 @@ def open_set(path: Path) -> tuple[Bitstream, dict, list[VideoInfo]]:
 
 
 def append_to_set(path: str | os.PathLike, video: Video, options: PFNROptions | None = None,
-                  name: str | None = None) -> SetReport:
-    """Learn one more video into the set at ``path``: earlier TGRP chunks stay byte-identical."""
+                  name: str | None = None) -> SetReport | SetPlanReport:
+    """Learn one more video into the set at ``path``: earlier TGRP chunks stay byte-identical
+    (``options.dry_run``: only the plan, the set untouched)."""
     options = options or PFNROptions()
     path = Path(path)
     bitstream, model_header, infos = open_set(path)
