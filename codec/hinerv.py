@@ -58,6 +58,7 @@ from .registry import register_codec
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           target_bits)
+from .rate_control import rate_control
 from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits, parameter_groups
 from .training import TrainSettings, fit
 from .training_hooks import KeepPruned, Step, TrainingHook, TrainingRun
@@ -272,12 +273,18 @@ class HiNeRVCodec(Codec):
                 params[name] = param + torch.where(chosen, quantized - param.detach(), torch.zeros_like(param))
             return functional_call(model, params, (frames,), {"box": box})
 
-        rate = rate_steps = None
+        rate = rate_steps = control = None
+        rate_hooks: list[TrainingHook] = []  # every phase's: the rate term, and with a rate target its control
         current_masks: dict[str, torch.Tensor] = {}
+        wanted_bits = target_bits(settings, num_frames, height, width, video.info.fps)
         if settings.get("rate_lambda") is not None:
             rate = RateDistortion(float(settings["rate_lambda"]), num_frames * height * width, bits,
                                   settings["qat_rounding"])
             rate_steps = rate.quantize_functional(dict(model.named_parameters()), masks=current_masks.get)
+            term = rate.rate_term()
+            # lambda adapts across the phases
+            control = rate_control(term, wanted_bits, rate.step_values(), rate.coded_tensors())
+            rate_hooks = [term] if control is None else [term, control]
 
         def network_with_rate(frames: torch.Tensor, box=None) -> torch.Tensor:
             # every tensor at its learned-step quantized value, pruned weights at zero
@@ -337,7 +344,7 @@ class HiNeRVCodec(Codec):
             hooks: list[TrainingHook] = [ClipGradNorm(model.parameters(), GRAD_CLIP_NORM)]
             if rate is not None:  # the steps are trained (and checkpointed) with the network
                 module = nn.ModuleDict({"network": module, "steps": rate_steps})
-                hooks.append(rate.rate_term())
+                hooks.extend(rate_hooks)
             if masked is not None:
                 hooks.append(KeepPruned(masked.pairs))
             hooks.append(planner)
@@ -374,7 +381,13 @@ class HiNeRVCodec(Codec):
             pruned_fraction=pruned / counts["decoder"], training_patch=list(patch) if patch else None,
         )
         rate_target = None
-        if (wanted_bits := target_bits(settings, num_frames, height, width, video.info.fps)) is not None:
+        if control is not None:
+            # the trained tensors with their float values: their steps are coarsened when the
+            # file is written, should it still be above the target
+            rate_target = RateTargetSource(wanted_bits, num_frames * height * width, groups, describe_target(settings),
+                                           self.name, rate.trained_values())
+            settings["rate_control"], stats["rate_control"] = control.record(), control.stats()
+        elif wanted_bits is not None:
             # --bpp/--bitrate: full-precision tensors, requantized onto the target when the file is written
             rate_target = RateTargetSource(wanted_bits, num_frames * height * width, [
                 TensorGroup(WEIGHTS_GROUP, quantize_weights(weights, masks, FULL_BITS, settings["quant_axis"])),

@@ -29,6 +29,7 @@ from ..models.hnerv import (
 )
 from .base import Codec, CompressedVideo, VideoCodecOptions, frames_to_float, option, resolve_device
 from .registry import register_codec
+from .rate_control import rate_control
 from .rate_distortion import RateDistortion, parameter_groups, RateDistortionOptions, estimated_payload_bits
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
@@ -112,7 +113,8 @@ class HNeRVCodec(Codec):
             decoder_values + embedding_values,
             decoder_values * int(settings["weight_bits"]) + embedding_values * int(settings["embed_bits"])))
         hooks = [planner]
-        rate = embedding_quantizer = None
+        wanted_bits = target_bits(settings, num_frames, height, width, info.fps)
+        rate = embedding_quantizer = control = None
         if settings.get("rate_lambda") is not None:
             # Rate-distortion training: decoder weights and embeddings are trained through
             # their learned-step quantizers, and the loss pays for their estimated bits.
@@ -125,7 +127,12 @@ class HNeRVCodec(Codec):
             embedding_quantizer = rate.quantize_output(model.encoder, sample, num_frames,
                                                        init_bits=int(settings["embed_bits"]))
             model.embedding_quantizer = embedding_quantizer  # its steps are trained and checkpointed
-            hooks.append(rate.rate_term())
+            term = rate.rate_term()
+            hooks.append(term)
+            # --bpp/--bitrate: lambda adapts towards the target (after the term: it reads its bits)
+            control = rate_control(term, wanted_bits, rate.step_values(), rate.coded_tensors())
+            if control is not None:
+                hooks.append(control)
         model.train()
         policy = options.checkpoint_policy(video.frames, dict(settings, codec=self.name, config=config.to_dict()))
         groups = None
@@ -158,7 +165,13 @@ class HNeRVCodec(Codec):
                                                            name=EMBEDDINGS_TENSOR)]
         groups = [TensorGroup(WEIGHTS_GROUP, weights), TensorGroup(EMBEDDINGS_GROUP, embedded)]
         rate_target = None
-        if (wanted_bits := target_bits(settings, num_frames, height, width, info.fps)) is not None:
+        if control is not None:
+            # the trained tensors with their float values: their steps are coarsened when the
+            # file is written, should it still be above the target
+            rate_target = RateTargetSource(wanted_bits, num_frames * height * width, groups, describe_target(settings),
+                                           self.name, {**rate.trained_values(), EMBEDDINGS_TENSOR: embedding.numpy()})
+            settings["rate_control"], stats["rate_control"] = control.record(), control.stats()
+        elif wanted_bits is not None:
             # --bpp/--bitrate: full-precision tensors, requantized onto the target when the file is written
             rule = settings["quant_axis"]
             embed_bits = full_precision_bits(int(settings["embed_bits"]), int(settings["weight_bits"]))

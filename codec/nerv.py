@@ -49,6 +49,7 @@ from .base import Codec, CompressedVideo, VideoCodecOptions, option, resolve_dev
 from .checkpoint import remove_checkpoint
 from .registry import register_codec
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
+from .rate_control import rate_control
 from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits, parameter_groups
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
                           target_bits)
@@ -232,14 +233,20 @@ class _NeRVFamilyCodec(Codec):
             model = model.to(memory_format=torch.channels_last)
         times = model.encode_time(torch.arange(num_frames, dtype=torch.float64) / num_frames).to(device)
 
-        rate = rate_steps = None
+        rate = rate_steps = control = None
+        rate_hooks: list[TrainingHook] = []  # both phases': the rate term, and with a rate target its control
         current_masks: dict[str, torch.Tensor] = {}  # name -> 0/1 float mask, once pruned
+        wanted_bits = target_bits(settings, num_frames, height, width, video.info.fps)
         if settings.get("rate_lambda") is not None:
             # Rate-distortion training: every tensor through its learned-step quantizer
             # (pruned weights at zero), the loss paying for the estimated bits.
             rate = RateDistortion(float(settings["rate_lambda"]), num_frames * height * width,
                                   int(settings["weight_bits"]), settings["qat_rounding"])
             rate_steps = rate.quantize_functional(dict(model.named_parameters()), masks=current_masks.get)
+            term = rate.rate_term()
+            # lambda adapts across both phases
+            control = rate_control(term, wanted_bits, rate.step_values(), rate.coded_tensors())
+            rate_hooks = [term] if control is None else [term, control]
 
         def reconstruct(indices: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             encoded = times[indices.to(times.device)]
@@ -250,12 +257,13 @@ class _NeRVFamilyCodec(Codec):
 
         def with_rate(module: nn.Module, hooks: list[TrainingHook]) -> tuple[nn.Module, list[TrainingHook], dict]:
             """With --lambda, the steps train (at their own lr) and are checkpointed with the
-            network, and the rate term joins the hooks; the last item: ``fit``'s keywords."""
+            network, and the rate term (with a rate target, also its control) joins the hooks;
+            the last item: ``fit``'s keywords."""
             if rate is None:
                 return module, hooks, {}
             module = nn.ModuleDict({"network": module, "steps": rate_steps})
             groups = parameter_groups(module, rate_steps, float(settings["lr"]))
-            return module, [rate.rate_term(), *hooks], {"param_groups": groups}
+            return module, [*rate_hooks, *hooks], {"param_groups": groups}
 
         def train_settings(epochs: int, phase: str) -> TrainSettings:
             warmup = FINETUNE_WARMUP_FRACTION if phase == "finetune" else WARMUP_FRACTION
@@ -331,7 +339,14 @@ class _NeRVFamilyCodec(Codec):
             kept_parameters=kept, pruned_fraction=(total - kept) / total,
         )
         rate_target = None
-        if (wanted_bits := target_bits(settings, num_frames, height, width, video.info.fps)) is not None:
+        if control is not None:
+            # the trained tensors with their float values: their steps are coarsened when the
+            # file is written, should it still be above the target
+            rate_target = RateTargetSource(wanted_bits, num_frames * height * width,
+                                           [TensorGroup(WEIGHTS_GROUP, tensors)], describe_target(settings), self.name,
+                                           rate.trained_values())
+            settings["rate_control"], stats["rate_control"] = control.record(), control.stats()
+        elif wanted_bits is not None:
             # --bpp/--bitrate: full-precision tensors, requantized onto the target when the file is written
             rate_target = RateTargetSource(
                 wanted_bits, num_frames * height * width,

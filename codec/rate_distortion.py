@@ -314,10 +314,24 @@ class RateDistortion:
         """The training hook: ``lambda * estimated bits / pixels`` added to the loss."""
         return RateTerm(lambda step: self.estimated_bits(), self.rate_lambda, self.pixels)
 
+    def step_values(self) -> int:
+        """The learned steps of every coded tensor: each is a float32 of side information."""
+        return sum(quantizer.log_step.numel() for quantizer in self.step_modules())
+
+    def coded_tensors(self) -> int:
+        """How many tensors the file holds (each has a descriptor and an entropy model)."""
+        return len(self.parameters) + len(self.activations)
+
     # -- the file ------------------------------------------------------------------
     def quantized_parameters(self) -> dict[str, QuantizedTensor]:
         """name -> the file's tensor (step scheme, dense)."""
         return {coded.name: coded.quantizer.quantize(coded.value(), coded.name) for coded in self.parameters}
+
+    @torch.no_grad()
+    def trained_values(self) -> dict[str, np.ndarray]:
+        """name -> the float32 values the file's tensor quantizes (pruned values at zero): a
+        rate target's landing requantizes these with coarser steps."""
+        return {coded.name: coded.value().detach().float().cpu().numpy() for coded in self.parameters}
 
 
 def parameter_groups(module: nn.Module, steps: nn.Module, lr: float,

@@ -20,6 +20,16 @@ entropy coded:
 Requantized tensors stay min-max tensors on the axis the codec's rule chose at FULL_BITS,
 with 2**b levels for a real ``b`` (stored at ceil(b) bits): any decoder of these codecs
 already reads them, dequantization being ``symbols x scale + offset`` for every tensor.
+
+**Rate-trained codecs** (``--bpp`` with ``--lambda``): the model is sized at
+RATE_TRAINED_BITS_PER_VALUE entropy-coded bits a value, training adapts lambda towards
+the target (:mod:`nnc.codec.rate_control`), and the codec hands over its trained
+``step``-scheme tensors with the float values they quantize.  The landing's knob is
+then a common multiplier ``s = 2**(k / STEP_RESOLUTION)`` (``k`` = 0..MAX_STEP_LEVEL) on
+every learned step, the symbols ``round(value / (s x step))`` requantized from the float
+values; ``k = 0`` is the trained file itself, and the smallest ``s`` whose file fits is
+written.  The tensors stay ``step`` tensors (``symbols x scale``): today's decoders read
+them.
 """
 
 from __future__ import annotations
@@ -50,6 +60,21 @@ RESOLUTION = 32  # the search's grid: 1/32 of a bit
 CODED_SHARE = 0.8
 OVERHEAD_BYTES = 1500
 LARGEST_TARGET_SIZE = 1e9  # parameters: only a bound for the search of the smallest network
+# Rate-trained files (--bpp with --lambda) are sized at entropy-coded bits per coded value,
+# side information included, as measured on the bunny CPU tier's rate-trained files
+# (README, 375k values): HNeRV 3.8 (0.0530 bpp at lambda 0.004), HiNeRV 3.3 (0.0464 bpp at
+# lambda 0.01).  NeRV and NeRV++ have no such measurement: they take HNeRV's figure.
+RATE_TRAINED_BITS_PER_VALUE = {"hnerv": 3.8, "hinerv": 3.3}
+DEFAULT_RATE_TRAINED_BITS = 3.8
+# The fewest bits a value of a rate-trained network is assumed to reach before training
+# (the refusal of unreachable targets): well under the 0.45 measured for HNeRV 180k on
+# park_joy 160x90 at lambda 5e-3 (README), so only hopeless targets are refused early;
+# a network that still misses the target after training is refused by the landing.
+RATE_TRAINED_FLOOR_BITS = 0.2
+# The landing's knob for rate-trained files: every learned step times 2**(k / 32),
+# k = 0..128 (the trained steps up to 16x coarser: 4 bits fewer per value).
+STEP_RESOLUTION = 32
+MAX_STEP_LEVEL = 128
 
 
 def parse_bitrate(value) -> float:
@@ -73,7 +98,9 @@ class RateTargetOptions:
 
     bpp: float | None = option(None, "Target file size in bits per pixel (every byte of the file over every pixel "
                                      "of every frame): sets the model size, then the quantization is searched so "
-                                     "that the file lands at or just under it. Not with --params or --bitrate.",
+                                     "that the file lands at or just under it. With --lambda (then the starting "
+                                     "lambda) training adapts lambda towards it, and --params may be given. Not "
+                                     "with --bitrate.",
                                low=0, low_open=True)
     bitrate: float | None = option(None, "Target bits per second of video (800k, 1.5M), from the clip's frame "
                                          "rate; as --bpp otherwise.", low=0, low_open=True, metavar="RATE")
@@ -100,6 +127,13 @@ class RateTargetOptions:
             raise NncError("give --bpp or --bitrate, not both")
         if getattr(self, "segment_frames", None) is not None:  # the landing searches one network's quantization
             raise NncError(f"{flag} does not apply to segmented encodes (--segment-frames) yet: give --params")
+        rate_lambda = getattr(self, "rate_lambda", None)
+        if rate_lambda is not None:
+            # Rate-trained: lambda sets the rate, so a given size is fine; lambda is adapted
+            # by multiplying it, which cannot leave zero.
+            if rate_lambda <= 0:
+                raise NncError(f"{flag} with --lambda adapts lambda from its starting value: give one above 0")
+            return
         for name, other in (("size", "--params"), ("hinerv_config", "--hinerv-config"), ("rate_lambda", "--lambda")):
             if getattr(self, name, None) is not None:
                 raise NncError(f"{flag} chooses the model size and quantization itself; give {flag} or {other}, "
@@ -149,8 +183,10 @@ def choose_model_size(settings: dict, video, solve: Callable[[float], object], b
     A rate target (``bpp``/``bitrate``): the size whose entropy-coded values at the
     recipe's ``bits_per_parameter`` plus OVERHEAD_BYTES come to the target; the
     smallest network when that is below it, unless even the smallest at MIN_PRECISION
-    bits misses the target (refused).  Otherwise the default rule, aiming at the
-    preset's size target (0.1 bpp without one)."""
+    bits misses the target (refused).  Rate-trained (``rate_lambda`` set): the same at
+    RATE_TRAINED_BITS_PER_VALUE[model] bits a value, already entropy coded (the
+    recipe's ``bits_per_parameter`` do not apply), the floor at RATE_TRAINED_FLOOR_BITS.
+    Otherwise the default rule, aiming at the preset's size target (0.1 bpp without one)."""
     num_frames, height, width = video.frames.shape[:3]
     weight_bits = int(settings["weight_bits"])
     bits = target_bits(settings, num_frames, height, width, video.info.fps)
@@ -159,20 +195,29 @@ def choose_model_size(settings: dict, video, solve: Callable[[float], object], b
         extra = {} if wanted_bpp is None else {"target_bpp": wanted_bpp}
         return first_solvable_size(solve, default_model_size(num_frames, height, width, weight_bits, **extra))
     pixels = num_frames * height * width
-    wanted = (bits - 8 * OVERHEAD_BYTES) / (bits_per_parameter * CODED_SHARE)
+    rate_trained = settings.get("rate_lambda") is not None
+    if rate_trained:
+        coded_bits_per_value = RATE_TRAINED_BITS_PER_VALUE.get(model, DEFAULT_RATE_TRAINED_BITS)
+    else:
+        coded_bits_per_value = bits_per_parameter * CODED_SHARE
+    wanted = (bits - 8 * OVERHEAD_BYTES) / coded_bits_per_value
     try:
         size = smallest_solvable_size(solve, max(wanted, 1.0))
     except ValueError as error:
         raise NncError(str(error)) from None
     if size <= max(wanted, 1.0):
         return float(round(wanted))
-    # At MIN_PRECISION bits entropy coding saves little (few levels, and weights trained
-    # briefly are nearly uniform): no saving is counted, so the estimate errs high.
-    floor_bits = size * bits_per_parameter * (MIN_PRECISION / weight_bits) + 8 * OVERHEAD_BYTES
+    if rate_trained:
+        floor_bits = size * RATE_TRAINED_FLOOR_BITS + 8 * OVERHEAD_BYTES
+        reached = f"{size:,.0f} parameters at about {RATE_TRAINED_FLOOR_BITS:g} bits each, rate-trained"
+    else:
+        # At MIN_PRECISION bits entropy coding saves little (few levels, and weights trained
+        # briefly are nearly uniform): no saving is counted, so the estimate errs high.
+        floor_bits = size * bits_per_parameter * (MIN_PRECISION / weight_bits) + 8 * OVERHEAD_BYTES
+        reached = f"{size:,.0f} parameters at {MIN_PRECISION:g}-bit weights"
     if bits < floor_bits:
         raise NncError(f"{describe_target(settings, pixels, bits)} is below what the smallest {model} for "
-                       f"this clip reaches: about {floor_bits / pixels:.3g} bpp ({size:,.0f} parameters at "
-                       f"{MIN_PRECISION:g}-bit weights); raise the target")
+                       f"this clip reaches: about {floor_bits / pixels:.3g} bpp ({reached}); raise the target")
     return size
 
 
@@ -184,22 +229,30 @@ def full_precision_bits(recipe_bits: int, weight_bits: int) -> int:
 
 @dataclass
 class RateTargetSource:
-    """What a codec hands over for a rate target: the target and its tensors at full precision."""
+    """What a codec hands over for a rate target: the target and its tensors, either at
+    full precision (min-max) or, rate-trained, as trained (``step`` scheme) together
+    with the float values they quantize."""
 
     target_bits: float
     pixels: int
-    groups: list[TensorGroup]  # quantized at full_precision_bits (masks: 1 bit, kept)
+    # min-max: quantized at full_precision_bits (masks: 1 bit, kept); rate-trained: the
+    # trained file's tensors (step scheme, pruned weights as zero symbols)
+    groups: list[TensorGroup]
     description: str = ""  # "--bpp 0.05", for messages
     model: str = ""
+    # rate-trained only: tensor name -> the float32 values its symbols quantize (pruned
+    # weights at zero; names are unique across a codec's groups)
+    trained_values: dict[str, np.ndarray] | None = None
 
 
 @dataclass
 class Landing:
     groups: list[TensorGroup]
-    precision: float  # the weights' bits the search settled on
+    precision: float | None  # the weights' bits the search settled on (None: a rate-trained landing)
     file_bits: int  # the measured file, as ``file_bits`` gave it
     evaluations: int
     record: dict = field(default_factory=dict)  # for the header's encoder settings
+    step_multiplier: float = 1.0  # rate-trained: the factor on every learned step
 
 
 def _channel_limits(values: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -239,37 +292,57 @@ def requantize(groups: list[TensorGroup], precision: float) -> list[TensorGroup]
     return [TensorGroup(group.name, [requantize_tensor(t, precision) for t in group.tensors]) for group in groups]
 
 
-def land_on_target(source: RateTargetSource, file_bits: Callable[[list[TensorGroup], dict], int],
-                   budget_bits: float | None = None) -> Landing:
-    """The largest precision (on a 1/RESOLUTION-bit grid in [MIN_PRECISION, MAX_PRECISION])
-    whose file, as ``file_bits(groups, record)`` measures it, is at most ``budget_bits``
-    (default: the target); ``record`` is what goes into the header's encoder settings.
+def step_multiplier(level: int) -> float:
+    """The factor on every learned step at ``level`` of the rate-trained knob."""
+    return 2.0 ** (level / STEP_RESOLUTION)
 
-    The file grows with the precision (nearly monotonically: the entropy coder picks
-    its model per tensor): an interpolating search finds it in about 5 encodes."""
-    budget = source.target_bits if budget_bits is None else budget_bits
-    measured: dict[int, tuple[list[TensorGroup], dict, int]] = {}
 
-    def measure(level: int) -> int:
-        if level not in measured:
-            precision = level / RESOLUTION
-            groups = requantize(source.groups, precision)
-            record = {"target_bits": int(source.target_bits), "weight_bits": round(precision, 5)}
-            measured[level] = (groups, record, int(file_bits(groups, record)))
-        return measured[level][2]
+def coarsen_tensor(tensor: QuantizedTensor, values: np.ndarray, multiplier: float) -> QuantizedTensor:
+    """The step-scheme ``tensor`` with every step times ``multiplier``, requantized from
+    ``values`` (the floats it quantizes): ``round(values / (multiplier x step))``.  Zeros
+    (pruned weights) stay zero symbols; at ``multiplier`` 1 these are the trained symbols
+    (float32 division and round-half-even, as the trainer's torch quantizer)."""
+    scale = (np.asarray(tensor.scale, np.float32) * np.float32(multiplier)).astype(np.float32)
+    shape = [1] * values.ndim
+    if tensor.axis is not None:
+        shape[tensor.axis] = -1
+    symbols = np.rint(np.asarray(values, np.float32) / scale.reshape(shape)).astype(np.int32)
+    return QuantizedTensor(tensor.name, symbols, "step", tensor.bits, tensor.axis, tensor.offset, scale)
 
-    low, high = int(MIN_PRECISION * RESOLUTION), int(MAX_PRECISION * RESOLUTION)
-    if measure(low) > budget:
-        reached = measure(low)
-        raise NncError(f"{source.description}: the trained {source.model} takes {reached / source.pixels:.4g} bpp "
-                       f"({math.ceil(reached / 8):,} bytes) even at {MIN_PRECISION:g}-bit weights, above the target "
-                       f"of {source.target_bits / source.pixels:.4g} bpp; that is the smallest this clip reaches "
-                       f"with {source.model}: raise the target")
-    high += 1  # past the grid: treated as too large, never measured (16-bit tensors code slowly)
-    # measure(low) fits, measure(high) does not.  The size is close to linear in the
-    # precision, so once both ends are measured the next guess interpolates, and the grid
-    # point beside an interpolated guess is tried next (it usually closes the bracket);
-    # bisection when an end is unmeasured or the same end moved twice in a row.
+
+def coarsen(groups: list[TensorGroup], trained_values: dict[str, np.ndarray], multiplier: float) -> list[TensorGroup]:
+    return [TensorGroup(group.name, [coarsen_tensor(t, trained_values[t.name], multiplier) for t in group.tensors])
+            for group in groups]
+
+
+class _Grid:
+    """The knob's grid levels, each candidate file built and measured once."""
+
+    def __init__(self, candidate: Callable[[int], tuple[list[TensorGroup], dict]],
+                 file_bits: Callable[[list[TensorGroup], dict], int]):
+        self.candidate, self.file_bits = candidate, file_bits
+        self.measured: dict[int, tuple[list[TensorGroup], dict, int]] = {}
+
+    def bits(self, level: int) -> int:
+        if level not in self.measured:
+            groups, record = self.candidate(level)
+            self.measured[level] = (groups, record, int(self.file_bits(groups, record)))
+        return self.measured[level][2]
+
+    def landing(self, level: int, precision: float | None, multiplier: float = 1.0) -> Landing:
+        groups, record, bits = self.measured[level]
+        return Landing(groups, precision, bits, len(self.measured), record, multiplier)
+
+
+def _largest_fitting(grid: _Grid, low: int, high: int, budget: float) -> int:
+    """The largest level in [low, high) whose file fits ``budget``, the file growing with
+    the level: ``low`` fits, ``high`` does not (measured, or past the grid: unmeasured).
+
+    The size is close to linear in the level, so once both ends are measured the next
+    guess interpolates, and the grid point beside an interpolated guess is tried next (it
+    usually closes the bracket); bisection when an end is unmeasured or the same end moved
+    twice in a row."""
+    measured = grid.measured
     pending, last_fit, same_end = None, None, 0
     while high - low > 1:
         interpolated = False
@@ -281,7 +354,7 @@ def land_on_target(source: RateTargetSource, file_bits: Callable[[list[TensorGro
             guess, interpolated = min(max(guess, low + 1), high - 1), True
         else:
             guess = (low + high) // 2
-        fits = measure(guess) <= budget
+        fits = grid.bits(guess) <= budget
         same_end = same_end + 1 if fits == last_fit else 0
         last_fit = fits
         if fits:
@@ -291,6 +364,64 @@ def land_on_target(source: RateTargetSource, file_bits: Callable[[list[TensorGro
         neighbour = guess + 1 if fits else guess - 1
         if interpolated and low < neighbour < high:
             pending = neighbour
-    groups, record, bits = measured[low]
-    return Landing(groups, low / RESOLUTION, bits, len(measured), record)
+    return low
 
+
+def land_on_target(source: RateTargetSource, file_bits: Callable[[list[TensorGroup], dict], int],
+                   budget_bits: float | None = None) -> Landing:
+    """The file, as ``file_bits(groups, record)`` measures it, that is at most
+    ``budget_bits`` (default: the target); ``record`` is what goes into the header's
+    encoder settings.  Min-max sources: the largest precision on a 1/RESOLUTION-bit grid
+    in [MIN_PRECISION, MAX_PRECISION].  Rate-trained sources (``trained_values``): the
+    smallest step multiplier (:func:`land_on_steps`).
+
+    The file grows with the precision (nearly monotonically: the entropy coder picks
+    its model per tensor): an interpolating search finds it in about 5 encodes."""
+    budget = source.target_bits if budget_bits is None else budget_bits
+    if source.trained_values is not None:
+        return land_on_steps(source, file_bits, budget)
+
+    def candidate(level: int) -> tuple[list[TensorGroup], dict]:
+        precision = level / RESOLUTION
+        return requantize(source.groups, precision), {"target_bits": int(source.target_bits),
+                                                      "weight_bits": round(precision, 5)}
+
+    grid = _Grid(candidate, file_bits)
+    low, high = int(MIN_PRECISION * RESOLUTION), int(MAX_PRECISION * RESOLUTION)
+    if grid.bits(low) > budget:
+        reached = grid.bits(low)
+        raise NncError(f"{source.description}: the trained {source.model} takes {reached / source.pixels:.4g} bpp "
+                       f"({math.ceil(reached / 8):,} bytes) even at {MIN_PRECISION:g}-bit weights, above the target "
+                       f"of {source.target_bits / source.pixels:.4g} bpp; that is the smallest this clip reaches "
+                       f"with {source.model}: raise the target")
+    # past the grid: treated as too large, never measured (16-bit tensors code slowly)
+    low = _largest_fitting(grid, low, high + 1, budget)
+    return grid.landing(low, low / RESOLUTION)
+
+
+def land_on_steps(source: RateTargetSource, file_bits: Callable[[list[TensorGroup], dict], int],
+                  budget: float) -> Landing:
+    """A rate-trained source's landing: the smallest multiplier ``2**(k / STEP_RESOLUTION)``
+    (k = 0..MAX_STEP_LEVEL) on every learned step whose file fits ``budget``.  k = 0, the
+    trained file exactly, is measured first: when training landed, nothing changes.
+
+    The search runs on level = MAX_STEP_LEVEL - k, along which the file grows, with
+    the min-max search's bracketing (:func:`_largest_fitting`)."""
+
+    def candidate(level: int) -> tuple[list[TensorGroup], dict]:
+        k = MAX_STEP_LEVEL - level
+        groups = source.groups if k == 0 else coarsen(source.groups, source.trained_values, step_multiplier(k))
+        return groups, {"target_bits": int(source.target_bits), "step_multiplier": round(step_multiplier(k), 6)}
+
+    grid = _Grid(candidate, file_bits)
+    trained = MAX_STEP_LEVEL
+    if grid.bits(trained) <= budget:
+        return grid.landing(trained, None)
+    if grid.bits(0) > budget:
+        reached, coarsest = grid.bits(0), step_multiplier(MAX_STEP_LEVEL)
+        raise NncError(f"{source.description}: the rate-trained {source.model} takes "
+                       f"{reached / source.pixels:.4g} bpp ({math.ceil(reached / 8):,} bytes) even with its steps "
+                       f"{coarsest:g}x coarser, above the target of {source.target_bits / source.pixels:.4g} bpp: "
+                       f"raise the target or the starting --lambda")
+    level = _largest_fitting(grid, 0, trained, budget)
+    return grid.landing(level, None, step_multiplier(MAX_STEP_LEVEL - level))

@@ -248,7 +248,8 @@ LANDING_ATTEMPTS = 4
 
 def _land_on_target(compressed, model: str, header: dict, video: Video, device: str):
     """The bitstream requantized to land at or just under the rate target (see
-    :mod:`nnc.codec.rate_target`), its verified PSNR and the seconds spent decoding."""
+    :mod:`nnc.codec.rate_target`: a precision of min-max tensors, or a multiplier on a
+    rate-trained file's steps), its verified PSNR and the seconds spent decoding."""
     from .rate_target import land_on_target
 
     source = compressed.rate_target
@@ -270,7 +271,8 @@ def _land_on_target(compressed, model: str, header: dict, video: Video, device: 
         decode_seconds += time.perf_counter() - decode_started
         header["encoder"] = _encoder_record(psnr, compressed.settings)
         final_bits = 8 * len(encode_bitstream(bitstream))
-        compressed.stats["rate_target"] = dict(landing.record, file_bits=final_bits, evaluations=landing.evaluations)
+        compressed.stats["rate_target"] = dict(landing.record, file_bits=final_bits,
+                                               file_bpp=final_bits / source.pixels, evaluations=landing.evaluations)
         if final_bits <= source.target_bits:
             break
         budget -= final_bits - source.target_bits
