@@ -223,11 +223,15 @@ class SchedulePlanner(TimeBudget):
         self.replans = 0
 
     # -- the loop's planning hooks --------------------------------------------------
-    def phase_epochs(self, phase: str, requested: int) -> int:
-        """Epochs of a run that is about to start (requested ones until the plan is made)."""
+    def planned_epochs(self, requested: int) -> int:
+        """``requested`` epochs as the plan scales them (themselves until a budget's plan is made)."""
         if self.scale is None or self.budget is None:
             return requested
         return max(1, round(requested * self.scale))
+
+    def phase_epochs(self, phase: str, requested: int) -> int:
+        """Epochs of a run that is about to start (requested ones until the plan is made)."""
+        return self.planned_epochs(requested)
 
     def revise_epochs(self, run: TrainingRun, epochs: int, requested: int) -> int:
         """After each step: once calibrated, the current run's planned epochs."""
@@ -313,8 +317,7 @@ class SchedulePlanner(TimeBudget):
     def plan(self) -> dict:
         """The plan as data and as the one estimate line."""
         recipe = self.recipe
-        scale = self.scale if self.budget is not None and self.scale is not None else 1.0
-        epochs = {p.name: (max(1, round(p.epochs * scale)) if p.epochs > 0 else 0) for p in recipe.phases}
+        epochs = {p.name: (self.planned_epochs(p.epochs) if p.epochs > 0 else 0) for p in recipe.phases}
         steps = sum(epochs[p.name] * p.steps_per_epoch * p.runs for p in recipe.phases)
         seconds = steps * (self.seconds_per_step or 0.0)
         phases_text = " + ".join(f"{name} {count}" for name, count in epochs.items() if count > 0)
@@ -443,14 +446,9 @@ class SessionPlanner(SchedulePlanner):
         return self._scale_for_rest(run.phase, run.step, per_step, self.used(run))
 
     def _remaining_steps(self, run: TrainingRun) -> float:
-        planned = sum(self._planned_epochs(p) * p.steps_per_epoch * p.runs
+        planned = sum(self.planned_epochs(p.epochs) * p.steps_per_epoch * p.runs
                       for p in self.recipe.phases[self._index[run.phase]:])
         return max(planned - run.step, 0.0)
-
-    def _planned_epochs(self, phase: Phase) -> int:
-        if self.scale is None or self.budget is None:
-            return phase.epochs
-        return max(1, round(phase.epochs * self.scale))
 
     def finish(self, run: TrainingRun) -> None:
         super().finish(run)
@@ -468,7 +466,7 @@ class SessionPlanner(SchedulePlanner):
         for phase in recipe.phases:
             record = self.sessions.get(phase.name, {})
             finished = "steps" in record
-            epochs = record["epochs"] if finished else self._planned_epochs(phase)
+            epochs = record["epochs"] if finished else self.planned_epochs(phase.epochs)
             steps = record["steps"] if finished else epochs * phase.steps_per_epoch * phase.runs
             pace = record.get("seconds_per_step") or per_step
             sessions.append({"phase": phase.name, "requested_epochs": phase.epochs, "epochs": epochs, "steps": steps,
