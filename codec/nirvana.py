@@ -4,7 +4,10 @@ quantization-aware training and a learned rate term; and their decoding.
 Encoding.  The frames are cut into groups of G (``models/nirvana.py`` has the network).
 The groups are split into ``--workers`` contiguous chains; each chain is fitted in its
 own process, group after group: the chain's first group starts from a fresh network,
-every later group g starts from group g-1's quantized weights.  Every tensor (SIREN
+every later group g starts from group g-1's quantized weights.  ``--time-budget`` and
+``--dry-run`` plan each chain in its worker (:class:`~nnc.codec.planning.SchedulePlanner`
+over the chain's groups, the whole budget from the chain's first step, since the chains
+run side by side); the workers' planner lines reach the parent through the progress queue.  Every tensor (SIREN
 weights and biases, upsampler convolutions and biases: everything the decoder needs)
 is trained as ``step * round(latent)`` with straight-through rounding and a learned
 per-tensor ``step`` (LSQ-style).  The loss is
@@ -69,7 +72,8 @@ from ..models.nirvana import NIRVANAConfig, NIRVANAGroupNet, parameter_count, pa
 from .base import Codec, CompressedVideo, VideoCodecOptions, float_to_frames, option, resolve_device
 from .progress import ProgressBar
 from .registry import register_codec
-from .planning import Phase, make_planner, video_recipe
+from .planning import (Phase, PlanOnly, Recipe, SchedulePlanner, format_duration, log_line, make_planner,
+                       parse_duration, video_recipe)
 from .training import Progress, TrainSettings, fit, psnr_from_mse, tune_malloc
 from .training_hooks import RateTerm, TrainingHook
 from ..units import plural
@@ -165,6 +169,12 @@ class ChainJob:
     seed: int
     device: str
     adaptive_steps: bool = False
+    # --time-budget / --dry-run with several workers: each chain plans its own groups
+    # into the budget (seconds, from its own first step), calibrating its own pace
+    recipe: Recipe | None = None
+    time_budget: float | None = None
+    dry_run: bool = False
+    label: str = ""  # "chain 2/3 (groups 5-9)", prefixed to the chain's planner lines
 
 
 class ReachesTarget(TrainingHook):
@@ -313,7 +323,8 @@ def _worker_init(progress_queue, threads: int) -> None:
 
 
 class QueueProgress:
-    """A worker's progress, sent to the parent's bar in batches (one queue item per few steps)."""
+    """A worker's progress, sent to the parent's bar in batches (one queue item per few
+    steps), and its log lines (the planner's estimate and re-plan lines), printed by the parent."""
 
     def __init__(self, progress_queue, batch: int = 5):
         self.queue, self.batch = progress_queue, batch
@@ -323,12 +334,49 @@ class QueueProgress:
         self.pending += count
         self.text = text if text is not None else self.text
         if self.pending >= self.batch:
-            self.queue.put((self.pending, self.text))
+            self.queue.put(("progress", self.pending, self.text))
             self.pending, self.text = 0, None
 
+    def log(self, line: str) -> None:
+        self.queue.put(("log", line))
 
-def _fit_chain_in_worker(job: ChainJob) -> list[dict]:
-    return fit_chain(job, QueueProgress(_worker_queue))
+
+def _fit_chain_in_worker(job: ChainJob) -> list[dict] | dict:
+    """A chain's groups, or with ``job.dry_run`` ``{"plan": ...}`` once its pace is calibrated."""
+    progress = QueueProgress(_worker_queue)
+    hooks: list[TrainingHook] = []
+    if job.recipe is not None:
+        def log(line: str) -> None:
+            progress.log(f"nnc: {job.label}: {line.removeprefix('nnc: ')}")
+
+        hooks.append(SchedulePlanner(job.recipe, job.time_budget, dry_run=job.dry_run, log=log))
+    try:
+        return fit_chain(job, progress, hooks=hooks)
+    except PlanOnly as plan:  # returned, not raised: the plan travels back as plain data
+        return {"plan": plan.plan}
+
+
+def chains_plan(plans: list[dict], recipe: Recipe, budget: float | None) -> dict:
+    """One dry-run plan for chains fitted side by side: the steps of all, the time of the
+    slowest (they run in parallel), the epochs of the chain planned for the most steps."""
+    slowest = max(plans, key=lambda plan: plan["estimated_seconds"])
+    longest = max(plans, key=lambda plan: plan["steps"])
+    steps = sum(plan["steps"] for plan in plans)
+    epochs = " + ".join(f"{name} {count}" for name, count in longest["epochs"].items() if count > 0)
+    text = (f"nnc: estimate: {recipe.model}, {plural(recipe.parameters, 'parameter')}, {plural(steps, 'step')} in "
+            f"{len(plans)} parallel chains (epochs per group: {epochs}, the longest chain) at "
+            f"{slowest['seconds_per_step']:.3g} s/step: about {format_duration(slowest['estimated_seconds'])}")
+    if budget is not None:
+        text += f" (each chain planned to fit the {format_duration(budget)} time budget)"
+    return dict(longest, parameters=recipe.parameters, steps=steps, seconds_per_step=slowest["seconds_per_step"],
+                estimated_seconds=slowest["estimated_seconds"], time_budget=budget, estimated_bpp=None,
+                estimated_bytes=None, raw_bytes=math.ceil(recipe.raw_bits / 8), chains=len(plans), text=text)
+
+
+def chain_phases(settings: dict, groups: int) -> list[Phase]:
+    """A chain's recipe: its first group's intra steps, then one run per later group."""
+    return [Phase("intra", int(settings["intra_epochs"]), 1),
+            Phase("residual", int(settings["epochs"]), 1, runs=groups - 1)]
 
 
 def split_chains(num_groups: int, workers: int) -> list[int]:
@@ -407,17 +455,24 @@ class NIRVANACodec(Codec):
         started = time.perf_counter()
         with ProgressBar(total_steps, f"nirvana {width}x{height}x{num_frames} ({plural(num_groups, 'group')})",
                          enabled=options.show_progress) as progress:
+            # Rate-trained: the size is chosen by --lambda, so no size estimate (None).
+            recipe = video_recipe(self.name, video, chain_phases(settings, num_groups),
+                                  parameter_count(config) * num_groups, None)
             if len(jobs) == 1:
-                # Rate-trained: the size is chosen by --lambda, so no size estimate (None).
-                planner = make_planner(options, video_recipe(
-                    self.name, video, [Phase("intra", int(settings["intra_epochs"]), 1),
-                                       Phase("residual", int(settings["epochs"]), 1, runs=num_groups - 1)],
-                    parameter_count(config) * num_groups, None))
-                results = [fit_chain(jobs[0], progress, hooks=[planner])]
-            elif options.time_budget is not None or options.dry_run:
-                raise NncError("NIRVANA plans --time-budget and --dry-run for one chain: use --workers 1")
+                results = [fit_chain(jobs[0], progress, hooks=[make_planner(options, recipe)])]
             else:
-                results = self._fit_parallel(jobs, progress)
+                # Each chain plans its own groups (and prints its own estimate line): the
+                # chains run side by side, so every one of them gets the whole budget.
+                budget = None if options.time_budget is None else parse_duration(options.time_budget)
+                for index, (job, first, end) in enumerate(zip(jobs, bounds[:-1], bounds[1:])):
+                    job.recipe = video_recipe(self.name, video, chain_phases(settings, end - first),
+                                              parameter_count(config) * (end - first), None)
+                    job.time_budget, job.dry_run = budget, bool(options.dry_run)
+                    job.label = f"chain {index + 1}/{len(jobs)} (groups {first}-{end - 1})"
+                results = self._fit_parallel(jobs, progress, log_line if options.show_progress else None)
+                plans = [result["plan"] for result in results if isinstance(result, dict)]
+                if plans:
+                    raise PlanOnly(chains_plan(plans, recipe, budget))
         train_seconds = time.perf_counter() - started
 
         groups, decoded, estimated_bits = [], [], 0.0
@@ -456,7 +511,7 @@ class NIRVANACodec(Codec):
                                settings=settings, stats=stats)
 
     @staticmethod
-    def _fit_parallel(jobs: list[ChainJob], progress: ProgressBar) -> list[list[dict]]:
+    def _fit_parallel(jobs: list[ChainJob], progress: ProgressBar, log=None) -> list[list[dict] | dict]:
         # Spawned processes (no fork: torch's threads do not survive it); each gets an
         # equal share of the intra-op threads so the workers do not oversubscribe cores.
         threads = max(1, torch.get_num_threads() // len(jobs))
@@ -467,17 +522,25 @@ class NIRVANACodec(Codec):
                                      initargs=(progress_queue, threads)) as pool:
                 futures = [pool.submit(_fit_chain_in_worker, job) for job in jobs]
                 pending = set(futures)
+
+                def drain() -> None:
+                    try:
+                        while True:
+                            item = progress_queue.get_nowait()
+                            if item[0] != "log":
+                                progress.advance(item[1], item[2])
+                            elif log is not None:
+                                log(item[1])
+                    except queue_module.Empty:
+                        pass
+
                 try:
                     while pending:
                         done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                         for future in done:
                             future.result()  # re-raise a worker's error now
-                        try:
-                            while True:
-                                count, text = progress_queue.get_nowait()
-                                progress.advance(count, text)
-                        except queue_module.Empty:
-                            pass
+                        drain()
+                    drain()
                 except BaseException:
                     for future in futures:
                         future.cancel()

@@ -195,7 +195,8 @@ def check_file_size(recipe: Recipe, force: bool, log: Callable[[str], None]) -> 
     log(f"nnc: warning: {message}")
 
 
-def _stderr(text: str) -> None:
+def log_line(text: str) -> None:
+    """Print one line on stderr without breaking a progress bar."""
     try:
         from tqdm.auto import tqdm
 
@@ -208,7 +209,7 @@ class SchedulePlanner(TimeBudget):
     """Calibrates, estimates and (with a budget) plans the recipe; see the module docstring."""
 
     def __init__(self, recipe: Recipe, budget_seconds: float | None = None, *, dry_run: bool = False,
-                 log: Callable[[str], None] | None = _stderr, calibration_steps: int = CALIBRATION_STEPS):
+                 log: Callable[[str], None] | None = log_line, calibration_steps: int = CALIBRATION_STEPS):
         super().__init__(math.inf if budget_seconds is None else budget_seconds)
         self.recipe, self.budget, self.dry_run, self.log = recipe, budget_seconds, dry_run, log
         self.calibration_steps = calibration_steps
@@ -317,7 +318,7 @@ class SchedulePlanner(TimeBudget):
     def plan(self) -> dict:
         """The plan as data and as the one estimate line."""
         recipe = self.recipe
-        epochs = {p.name: (self.planned_epochs(p.epochs) if p.epochs > 0 else 0) for p in recipe.phases}
+        epochs = {p.name: (self.planned_epochs(p.epochs) if p.epochs > 0 and p.runs > 0 else 0) for p in recipe.phases}
         steps = sum(epochs[p.name] * p.steps_per_epoch * p.runs for p in recipe.phases)
         seconds = steps * (self.seconds_per_step or 0.0)
         phases_text = " + ".join(f"{name} {count}" for name, count in epochs.items() if count > 0)
@@ -515,8 +516,8 @@ class PlanReport:
 def make_planner(options, recipe: Recipe) -> SchedulePlanner:
     """The planner a codec passes to each phase, from its options (``time_budget``,
     ``dry_run``, ``force``, ``show_progress``); checks the file size first."""
-    log = _stderr if getattr(options, "show_progress", True) else None
-    check_file_size(recipe, bool(getattr(options, "force", False)), log or _stderr)
+    log = log_line if getattr(options, "show_progress", True) else None
+    check_file_size(recipe, bool(getattr(options, "force", False)), log or log_line)
     budget = getattr(options, "time_budget", None)
     return SchedulePlanner(recipe, None if budget is None else parse_duration(budget),
                            dry_run=bool(getattr(options, "dry_run", False)), log=log)
@@ -530,4 +531,4 @@ def make_session_planner(options, recipe: Recipe) -> SessionPlanner:
     budget = getattr(options, "time_budget", None)
     return SessionPlanner(recipe, None if budget is None else parse_duration(budget),
                           dry_run=bool(getattr(options, "dry_run", False)),
-                          log=_stderr if getattr(options, "show_progress", True) else None)
+                          log=log_line if getattr(options, "show_progress", True) else None)

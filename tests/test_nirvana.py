@@ -186,6 +186,38 @@ def test_two_workers_fit_two_chains(tmp_path):
     assert np.array_equal(np.concatenate(list(decode_frames(bitstream, frames=range(4, 8)))), full[4:8])
 
 
+def test_two_workers_share_a_time_budget_and_decode(tmp_path):
+    video = synthetic_video(num_frames=8, height=32, width=64)
+    requested = 10**5  # steps per group: far beyond a 5 s budget
+    report = encode_video(video, tmp_path / "two.nnc", "nirvana",
+                          options(workers=2, epochs=requested, time_budget="5s"))
+    stats = report.stats
+    assert stats["chains"] == [0, 1] and report.settings["time_budget"] == 5
+    # each chain planned its one (intra) group into the budget: far fewer steps than requested
+    assert 1 <= max(stats["group_iterations"]) < requested
+    # the budget counts from each chain's first step; the spawned workers' start-up
+    # (importing torch) comes on top.  Slack for a loaded 2-core machine.
+    assert stats["train_seconds"] < 5 + 30
+    frames = np.concatenate(list(decode_frames(read_bitstream_file(tmp_path / "two.nnc"))))
+    assert frames.shape == video.frames.shape
+    assert mean_psnr(psnr_per_frame(video.frames, frames, 255)) == pytest.approx(report.psnr, abs=1e-9)
+
+
+def test_a_dry_run_with_two_workers_plans_both_chains_and_writes_nothing(tmp_path):
+    clip = tmp_path / "clip.y4m"
+    write_video(clip, synthetic_video(num_frames=8, height=32, width=64))
+    result = CliRunner().invoke(main, ["encode", str(clip), "-o", str(tmp_path / "x.nnc"), "--model", "nirvana",
+                                       "--size", "6k", "--epochs", "50", "--workers", "2", "--device", "cpu",
+                                       "--dry-run"])
+    assert result.exit_code == 0, result.output
+    # one estimate line per chain, printed by the parent, then the combined plan
+    assert "nnc: chain 1/2 (groups 0-0): estimate: nirvana" in result.stderr, result.stderr
+    assert "nnc: chain 2/2 (groups 1-1): estimate: nirvana" in result.stderr, result.stderr
+    assert "dry run (nothing written): model nirvana" in result.stdout
+    assert "epochs intra 100 (200 steps)" in result.stdout, result.stdout  # 100 intra steps in each chain
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.y4m"]
+
+
 def test_bad_settings_are_refused():
     video = synthetic_video(num_frames=2, height=32, width=32)
     codec = nirvana_codec.NIRVANACodec()
