@@ -1,9 +1,11 @@
-"""How close ``--bpp`` lands on real clips: ``.venv/bin/python benchmarks/rate_targets.py [--epochs 10]``.
+"""How close ``--bpp`` lands on real clips: ``.venv/bin/python benchmarks/rate_targets.py [--epochs 10]
+[--rate-mode search]``.
 
 Encodes each clip of CLIPS with HNeRV at its bpp targets (few epochs: the landing, not
-the quality, is measured; the search requantizes whatever was trained) and records the
-target, the bpp of the written file (every byte over every pixel), how far below the
-target it landed, the weights' precision the search chose, the RGB PSNR and the time.
+the quality, is measured) and records the target, the bpp of the written file (every
+byte over every pixel), how far below the target it landed, the weights' precision the
+search chose (``--rate-mode search``; rate-trained, the default: the final lambda and the
+step multiplier), the RGB PSNR and the time.
 Writes ``benchmarks/results/rate_targets.json`` (``rate_targets_2.json``... when it
 exists, unless ``--output`` names the file), CompressAI-style: ``name``, ``results`` (one
 list per quantity, one entry per encode) and ``meta``.
@@ -45,6 +47,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine, 2 threads ran 10x slower)")
     parser.add_argument("--model", default="hnerv")
+    parser.add_argument("--rate-mode", choices=("train", "search"), default="train",
+                        help="how the targets land (nnc encode --rate-mode; the committed rate_targets.json: search)")
+    parser.add_argument("--lambda", dest="rate_lambda", type=float, help="rate-trained: lambda's start")
     parser.add_argument("--output", type=Path, help="Result file (default: a new rate_targets*.json in results/).")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -52,13 +57,14 @@ def main(argv=None) -> None:
     if missing:
         sys.exit(f"rate_targets: clips not found under {MEDIA}: {', '.join(missing)}")
     columns = {key: [] for key in ("clip", "frames", "target_bpp", "bpp", "landed_fraction", "file_bytes",
-                                   "weight_bits", "model_size", "psnr-rgb", "encoding_time")}
+                                   "weight_bits", "step_multiplier", "final_lambda", "model_size", "psnr-rgb",
+                                   "encoding_time")}
     with tempfile.TemporaryDirectory() as folder:
         for name, media, targets in CLIPS:
             video = read_video(MEDIA / name, **media)
             for target in targets:
                 options = make_options(args.model, bpp=target, epochs=args.epochs, device="cpu", show_progress=False,
-                                       checkpoint_interval=0)
+                                       checkpoint_interval=0, rate_mode=args.rate_mode, rate_lambda=args.rate_lambda)
                 path = Path(folder) / f"{Path(name).stem}_{target}.nnc"
                 started = time.perf_counter()
                 report = encode_video(video, path, args.model, options)
@@ -66,7 +72,9 @@ def main(argv=None) -> None:
                 bpp = path.stat().st_size * 8 / (video.info.num_frames * video.info.width * video.info.height)
                 row = dict(clip=name, frames=video.info.num_frames, target_bpp=target, bpp=bpp,
                            landed_fraction=bpp / target, file_bytes=path.stat().st_size,
-                           weight_bits=report.settings["rate_target"]["weight_bits"],
+                           weight_bits=report.settings["rate_target"].get("weight_bits"),
+                           step_multiplier=report.settings["rate_target"].get("step_multiplier"),
+                           final_lambda=(report.settings.get("rate_control") or {}).get("lambda_final"),
                            model_size=report.stats["model_size"], **{"psnr-rgb": report.psnr},
                            encoding_time=seconds)
                 for key, value in row.items():
@@ -82,12 +90,13 @@ def main(argv=None) -> None:
             "bpp": "file bytes x 8 over frames x width x height (every byte of the file)",
             "landed_fraction": "file bpp / target bpp: at most 1 by construction, the goal is at least 0.9",
             "settings": {"model": args.model, "epochs": args.epochs, "device": "cpu", "torch_threads": args.threads,
-                         "other": "codec defaults"},
+                         "rate_mode": args.rate_mode, "rate_lambda": args.rate_lambda, "other": "codec defaults"},
             "machine": machine_description(),
             "machine_idle": False,  # the 2-core machine was shared with other work while this ran
             "nnc": __version__,
             "command": f"nice -n 10 .venv/bin/python benchmarks/rate_targets.py --epochs {args.epochs} "
-                       f"--threads {args.threads}",
+                       f"--threads {args.threads} --rate-mode {args.rate_mode}"
+                       + ("" if args.rate_lambda is None else f" --lambda {args.rate_lambda:g}"),
         },
     }
     out.write_text(json.dumps(result, indent=2) + "\n")

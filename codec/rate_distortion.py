@@ -72,7 +72,7 @@ class RateDistortionOptions:
         None, "Rate-distortion training: the loss is distortion + lambda x estimated bits per pixel, with "
               "learned quantization steps (larger: smaller file; the l2 loss's MSE is on [0, 1] pixels, so "
               "useful values are about 1e-4 to 1e-1). Unset: the published recipe, quantized at fixed bits "
-              "after training.", flag="--lambda", low=0)
+              "after training; with --bpp/--bitrate lambda's start, 0.01 unless given.", flag="--lambda", low=0)
     qat_rounding: str = option("ste", "Rounding in rate-distortion training: ste (straight-through) or noise "
                                       "(uniform noise of one step).", choices=ROUNDING)
 

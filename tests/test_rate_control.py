@@ -20,8 +20,8 @@ from nnc.codec.checkpoint import state_from_bytes
 from nnc.codec.files import decode_to_frames, make_options
 from nnc.codec.rate_control import RateControl, update_interval
 from nnc.codec.rate_distortion import RateDistortion, StepQuantizer, channel_axis
-from nnc.codec.rate_target import (MAX_STEP_LEVEL, OVERHEAD_BYTES, RATE_TRAINED_BITS_PER_VALUE, RateTargetSource,
-                                   choose_model_size, coarsen_tensor, land_on_target, step_multiplier)
+from nnc.codec.rate_target import (DEFAULT_TARGET_LAMBDA, MAX_STEP_LEVEL, OVERHEAD_BYTES, RATE_TRAINED_BITS_PER_VALUE,
+                                   RateTargetSource, choose_model_size, coarsen_tensor, land_on_target, step_multiplier)
 from nnc.codec.training_hooks import RateTerm, TrainingRun
 from nnc.codec.video_api import encode_video
 from nnc.errors import NncError
@@ -280,8 +280,24 @@ def test_a_target_with_lambda_is_accepted_and_may_come_with_a_size(model):
         make_options(model, rate_lambda=1e-2, bpp=0.05, bitrate="800k")
     with pytest.raises(NncError, match="--bpp with --lambda adapts lambda from its starting value"):
         make_options(model, rate_lambda=0.0, bpp=0.05)
-    with pytest.raises(NncError, match="give --bpp or --params, not both"):  # without --lambda: as before
-        make_options(model, bpp=0.05, size=2e5)
+    with pytest.raises(NncError, match="give --bpp or --params, not both"):  # the search sizes the network
+        make_options(model, bpp=0.05, size=2e5, rate_mode="search")
+
+
+@pytest.mark.parametrize("model", ["hnerv", "hinerv", "nerv", "nervpp"])
+def test_a_target_trains_for_rate_by_default_and_the_search_is_a_mode(model):
+    for target in (dict(bpp=0.05), dict(bitrate="800k")):
+        trained = make_options(model, **target)
+        assert trained.rate_lambda == DEFAULT_TARGET_LAMBDA == 0.01  # lambda's start, recorded in the header
+        assert trained.settings()["rate_lambda"] == 0.01 and "rate_mode" not in trained.settings()
+        assert make_options(model, size=2e5, **target).size == 2e5  # lambda sets the rate: a size may be given
+        searched = make_options(model, rate_mode="search", **target)
+        assert searched.rate_lambda is None and searched.settings()["rate_mode"] == "search"
+        with pytest.raises(NncError, match="--rate-mode search trains without a rate term: drop --lambda"):
+            make_options(model, rate_mode="search", rate_lambda=1e-3, **target)
+    assert make_options(model).rate_lambda is None  # no target: the published recipe, as before
+    with pytest.raises(NncError, match="--rate-mode says how --bpp or --bitrate land: give one of them"):
+        make_options(model, rate_mode="train")
 
 
 @pytest.mark.parametrize("model", ["nirvana", "pfnr"])

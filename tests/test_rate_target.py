@@ -50,14 +50,15 @@ def one_line_error(result) -> str:
 
 def test_bpp_lands_at_or_just_under_the_target_measured_on_the_file(clip, tmp_path):
     output = tmp_path / "clip.nnc"
-    result = cli("encode", clip, "-o", output, "--bpp", "4", "--epochs", "4", "--lr", "5e-3", "--device", "cpu",
-                 "--quiet", "--checkpoint-interval", "0")
+    result = cli("encode", clip, "-o", output, "--bpp", "4", "--rate-mode", "search", "--epochs", "4", "--lr", "5e-3",
+                 "--device", "cpu", "--quiet", "--checkpoint-interval", "0")
     assert result.exit_code == 0, result.output
     target = 4 * PIXELS
     landed = output.stat().st_size * 8
     assert 0.9 * target <= landed <= target, (landed, target)
     settings = read_bitstream_file(output).header["encoder"]["settings"]
     assert settings["bpp"] == 4 and settings["rate_target"]["target_bits"] == target  # recorded in the header
+    assert settings["rate_mode"] == "search" and settings.get("rate_lambda") is None
     assert 4 <= settings["rate_target"]["weight_bits"] <= 16
     decoded = decode_to_frames(output)
     assert decoded.frames.shape == synthetic_video().frames.shape
@@ -66,7 +67,7 @@ def test_bpp_lands_at_or_just_under_the_target_measured_on_the_file(clip, tmp_pa
 
 def test_bitrate_is_bits_per_second_of_the_clip(tmp_path):
     video = synthetic_video()  # 8 frames at 25 fps: 0.32 s
-    options = make_options("nerv", bitrate="800k", finetune_epochs=1, **FAST)
+    options = make_options("nerv", bitrate="800k", rate_mode="search", finetune_epochs=1, **FAST)
     assert options.bitrate == 800_000
     report = encode_video(video, tmp_path / "clip.nnc", "nerv", options)
     target = 800_000 * 8 / 25
@@ -115,12 +116,15 @@ def test_conflicting_targets_are_one_line_errors(clip, tmp_path):
     output = tmp_path / "x.nnc"
     assert "give --bpp or --bitrate, not both" in one_line_error(
         cli("encode", clip, "-o", output, "--bpp", "1", "--bitrate", "800k"))
+    search = ("--rate-mode", "search")  # rate-trained targets take a size (tests/test_rate_control.py)
     assert "give --bpp or --params, not both" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "1",
-                                                                    "--params", "60k"))
+                                                                    "--params", "60k", *search))
     assert "give --bpp or --params, not both" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "1",
-                                                                    "--size", "60k"))  # the deprecated spelling
+                                                                    "--size", "60k", *search))  # the deprecated spelling
     assert "give --bitrate or --hinerv-config" in one_line_error(
-        cli("encode", clip, "-o", output, "--model", "hinerv", "--bitrate", "1M", "--hinerv-config", "xxs"))
+        cli("encode", clip, "-o", output, "--model", "hinerv", "--bitrate", "1M", "--hinerv-config", "xxs", *search))
+    assert "drop --lambda" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "1", "--lambda", "0.01",
+                                                 *search))
     assert "--bitrate 'fast'" in one_line_error(cli("encode", clip, "-o", output, "--bitrate", "fast"))
     assert "--bpp must be greater than 0" in one_line_error(cli("encode", clip, "-o", output, "--bpp", "0"))
     assert parse_bitrate("1.5M") == 1.5e6 and parse_bitrate("800kbps") == 8e5 and parse_bitrate(2000) == 2000
@@ -128,10 +132,15 @@ def test_conflicting_targets_are_one_line_errors(clip, tmp_path):
 
 
 def test_a_target_below_the_smallest_network_says_what_it_reaches(clip, tmp_path):
-    message = one_line_error(cli("encode", clip, "-o", tmp_path / "x.nnc", "--bpp", "0.05", "--epochs", "1", "--quiet"))
+    message = one_line_error(cli("encode", clip, "-o", tmp_path / "x.nnc", "--bpp", "0.05", "--rate-mode", "search",
+                                 "--epochs", "1", "--quiet"))
     assert "below what the smallest hnerv for this clip reaches: about" in message and "bpp" in message
     reachable = float(message.split("reaches: about ")[1].split(" bpp")[0])
     assert 2 < reachable < 6  # ~50k parameters at 4 bits over 65,536 pixels
+    # rate-trained (the default) reaches lower; a target below ~0.2 bits a value is still refused
+    message = one_line_error(cli("encode", clip, "-o", tmp_path / "x.nnc", "--bpp", "0.05", "--epochs", "1", "--quiet"))
+    assert "below what the smallest hnerv for this clip reaches: about" in message and "rate-trained" in message
+    assert 0.05 < float(message.split("reaches: about ")[1].split(" bpp")[0]) < reachable
     assert not (tmp_path / "x.nnc").exists()
 
 
