@@ -99,7 +99,10 @@ def main(argv=None) -> None:
     parser.add_argument("--loss", choices=("l2", "fusion6"), help="training loss (default: the model's, see MODEL_OPTIONS)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the model's, see MODEL_OPTIONS)")
     parser.add_argument("--epochs", type=int, help="default: the tier's (300)")
-    parser.add_argument("--size", type=float, help="model size in parameters (default: the tier's)")
+    parser.add_argument("--size", type=float, help="model size in parameters (default: the tier's; with --bpp: "
+                                                   "the one --bpp chooses)")
+    parser.add_argument("--bpp", type=float, help="HNeRV/NeRV/NeRV++/HiNeRV: a rate target (nnc encode --bpp: "
+                                                  "rate-trained, --lambda its start)")
     parser.add_argument("--time-budget", help="training time budget (90s, 20m, 2h): plans every phase's epochs "
                                                "to fit it (replaces --epochs)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
@@ -125,11 +128,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     tier = TIERS[args.tier]
     epochs = args.epochs or tier["epochs"]
-    size = args.size or tier["size"]
+    size = args.size or (None if args.bpp else tier["size"])
     video = load_bunny(args.tier, args.input)
-    tag = f"bunny_{args.tier}_{args.model}_{size / 1e6:g}M_e{epochs}"
+    size_tag = f"bpp{args.bpp:g}" if size is None else f"{size / 1e6:g}M"
+    tag = f"bunny_{args.tier}_{args.model}_{size_tag}_e{epochs}"
     if args.time_budget:
-        tag = f"bunny_{args.tier}_{args.model}_{size / 1e6:g}M_t{args.time_budget}"
+        tag = f"bunny_{args.tier}_{args.model}_{size_tag}_t{args.time_budget}"
     if args.rate_lambda is not None:
         tag += f"_l{args.rate_lambda:g}"
     if args.lr is not None:
@@ -147,6 +151,7 @@ def main(argv=None) -> None:
 
     options = make_options(args.model, size=size, epochs=epochs, device=args.device, show_progress=not args.quiet,
                            rate_lambda=args.rate_lambda, workers=args.workers, prune=args.prune,
+                           **({"bpp": args.bpp} if args.bpp else {}),
                            **({"time_budget": args.time_budget} if args.time_budget else {}),
                            **({"dry_run": True} if args.dry_run else {}),
                            **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {}),
@@ -216,6 +221,7 @@ def main(argv=None) -> None:
             "nnc": __version__,
             "command": f"python benchmarks/bunny.py --tier {args.tier} --model {args.model} --epochs {epochs}"
             + (f" --size {size:g}" if args.size else "")
+            + (f" --bpp {args.bpp:g}" if args.bpp else "")
             + (f" --time-budget {args.time_budget}" if args.time_budget else "")
             + (f" --threads {args.threads}" if args.threads else "")
             + (f" --lambda {args.rate_lambda:g}" if args.rate_lambda is not None else "")
