@@ -6,7 +6,8 @@ ffmpeg's default conversion.  Tiers:
 * ``gpu``: the full 640x1280 crop, 1.5M parameters, 300 epochs (the paper's setting);
 * ``cpu``: the crop area-downscaled 2x to 320x640, 0.375M parameters, epochs as given.
 
-``--model`` picks the codec: ``hnerv`` (default), ``nerv``, ``nervpp`` (their recipe:
+``--bpp`` sets a rate target (rate-trained, as ``nnc encode --bpp``; the model size is then
+the one it chooses unless ``--size`` is given).  ``--model`` picks the codec: ``hnerv`` (default), ``nerv``, ``nervpp`` (their recipe:
 Fusion6, pruning 0.4 + fine-tuning, 8-bit; ``--size`` as for HNeRV) or ``nirvana``
 (``--size`` is ONE group's network, ``--epochs`` the steps per group, ``--lambda`` the
 rate weight, ``--workers`` parallel chains) or ``hinerv`` (the authors' recipe: train,
@@ -128,9 +129,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     tier = TIERS[args.tier]
     epochs = args.epochs or tier["epochs"]
-    size = args.size or (None if args.bpp else tier["size"])
+    if args.bpp is not None and args.model == "nirvana":
+        raise SystemExit("--bpp does not apply to --model nirvana (its --lambda sets the rate)")
+    size = args.size or (None if args.bpp is not None else tier["size"])
     video = load_bunny(args.tier, args.input)
-    size_tag = f"bpp{args.bpp:g}" if size is None else f"{size / 1e6:g}M"
+    size_tag = "_".join(([] if size is None else [f"{size / 1e6:g}M"])
+                        + ([] if args.bpp is None else [f"bpp{args.bpp:g}"]))
     tag = f"bunny_{args.tier}_{args.model}_{size_tag}_e{epochs}"
     if args.time_budget:
         tag = f"bunny_{args.tier}_{args.model}_{size_tag}_t{args.time_budget}"
@@ -151,7 +155,7 @@ def main(argv=None) -> None:
 
     options = make_options(args.model, size=size, epochs=epochs, device=args.device, show_progress=not args.quiet,
                            rate_lambda=args.rate_lambda, workers=args.workers, prune=args.prune,
-                           **({"bpp": args.bpp} if args.bpp else {}),
+                           **({"bpp": args.bpp} if args.bpp is not None else {}),
                            **({"time_budget": args.time_budget} if args.time_budget else {}),
                            **({"dry_run": True} if args.dry_run else {}),
                            **dict(MODEL_OPTIONS[args.model], **({"lr": args.lr} if args.lr else {}),
@@ -221,7 +225,7 @@ def main(argv=None) -> None:
             "nnc": __version__,
             "command": f"python benchmarks/bunny.py --tier {args.tier} --model {args.model} --epochs {epochs}"
             + (f" --size {size:g}" if args.size else "")
-            + (f" --bpp {args.bpp:g}" if args.bpp else "")
+            + (f" --bpp {args.bpp:g}" if args.bpp is not None else "")
             + (f" --time-budget {args.time_budget}" if args.time_budget else "")
             + (f" --threads {args.threads}" if args.threads else "")
             + (f" --lambda {args.rate_lambda:g}" if args.rate_lambda is not None else "")

@@ -25,14 +25,16 @@ import torch
 from nnc import __version__
 from nnc.codec.base import machine_description
 from nnc.codec.files import make_options
+from nnc.codec.rate_target import DEFAULT_TARGET_LAMBDA
 from nnc.codec.video_api import encode_video
 from nnc.eval.output_paths import unused_stem
 from nnc.media import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media" / "video"
-# (file, read_video options, bpp targets): targets above each clip's smallest HNeRV
-# (about 1.4, 0.7 and 0.21 bpp at 4-bit weights; `nnc encode --bpp` says so when asked less).
+# (file, read_video options, bpp targets): targets above each clip's smallest HNeRV with the
+# search (about 1.4, 0.7 and 0.21 bpp at 4-bit weights; `nnc encode --bpp --rate-mode search`
+# says so when asked less; rate-trained networks reach lower).
 CLIPS = [
     ("park_joy_160x90_10f.y4m", {}, [2.0, 3.0, 4.0]),
     ("park_joy_160x90_20f_10bit.y4m", {}, [1.0, 1.5, 2.0]),
@@ -52,6 +54,8 @@ def main(argv=None) -> None:
     parser.add_argument("--lambda", dest="rate_lambda", type=float, help="rate-trained: lambda's start")
     parser.add_argument("--output", type=Path, help="Result file (default: a new rate_targets*.json in results/).")
     args = parser.parse_args(argv)
+    if args.rate_mode == "search" and args.rate_lambda is not None:
+        parser.error("--lambda is lambda's start in rate-trained landings: not with --rate-mode search")
     torch.set_num_threads(args.threads)
     missing = [name for name, _, _ in CLIPS if not (MEDIA / name).exists()]
     if missing:
@@ -90,11 +94,13 @@ def main(argv=None) -> None:
             "bpp": "file bytes x 8 over frames x width x height (every byte of the file)",
             "landed_fraction": "file bpp / target bpp: at most 1 by construction, the goal is at least 0.9",
             "settings": {"model": args.model, "epochs": args.epochs, "device": "cpu", "torch_threads": args.threads,
-                         "rate_mode": args.rate_mode, "rate_lambda": args.rate_lambda, "other": "codec defaults"},
+                         "rate_mode": args.rate_mode, "rate_lambda_start": None if args.rate_mode == "search" else
+                         (args.rate_lambda if args.rate_lambda is not None else DEFAULT_TARGET_LAMBDA),
+                         "other": "codec defaults"},
             "machine": machine_description(),
             "machine_idle": False,  # the 2-core machine was shared with other work while this ran
             "nnc": __version__,
-            "command": f"nice -n 10 .venv/bin/python benchmarks/rate_targets.py --epochs {args.epochs} "
+            "command": f"nice -n 10 .venv/bin/python benchmarks/rate_targets.py --model {args.model} --epochs {args.epochs} "
                        f"--threads {args.threads} --rate-mode {args.rate_mode}"
                        + ("" if args.rate_lambda is None else f" --lambda {args.rate_lambda:g}"),
         },

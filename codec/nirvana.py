@@ -471,7 +471,9 @@ class NIRVANACodec(Codec):
                     job.label = f"chain {index + 1}/{len(jobs)} (groups {first}-{end - 1})"
                 results = self._fit_parallel(jobs, progress, log_line if options.show_progress else None)
                 plans = [result["plan"] for result in results if isinstance(result, dict)]
-                if plans:
+                if options.dry_run:  # every chain calibrates before it can end (the planner's rule)
+                    if len(plans) != len(jobs):
+                        raise NncError("--dry-run: a NIRVANA chain ended without a plan")
                     raise PlanOnly(chains_plan(plans, recipe, budget))
         train_seconds = time.perf_counter() - started
 
@@ -537,9 +539,9 @@ class NIRVANACodec(Codec):
                 try:
                     while pending:
                         done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        drain()  # first: a failed worker's last lines still print
                         for future in done:
                             future.result()  # re-raise a worker's error now
-                        drain()
                     drain()
                 except BaseException:
                     for future in futures:

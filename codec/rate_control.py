@@ -1,4 +1,4 @@
-"""Rate control: ``--bpp``/``--bitrate`` with ``--lambda`` adapt lambda during training.
+"""Rate control: ``--bpp``/``--bitrate`` (rate-trained: the default, ``--lambda`` its start) adapt lambda during training.
 
 A rate-trained codec's file size follows from lambda, which nobody knows in advance for
 the size they want.  :class:`RateControl` is a training hook beside the

@@ -62,7 +62,7 @@ RESOLUTION = 32  # the search's grid: 1/32 of a bit
 CODED_SHARE = 0.8
 OVERHEAD_BYTES = 1500
 LARGEST_TARGET_SIZE = 1e9  # parameters: only a bound for the search of the smallest network
-# Rate-trained files (--bpp with --lambda) are sized at entropy-coded bits per coded value,
+# Rate-trained files (--bpp/--bitrate, unless --rate-mode search) are sized at entropy-coded bits per coded value,
 # side information included, as measured on the bunny CPU tier's rate-trained files
 # (README, 375k values): HNeRV 3.8 (0.0530 bpp at lambda 0.004), HiNeRV 3.3 (0.0464 bpp at
 # lambda 0.01).  NeRV and NeRV++ have no such measurement: they take HNeRV's figure.
@@ -119,19 +119,25 @@ class RateTargetOptions:
     def __post_init__(self):
         if self.bitrate is not None:  # "800k" from the command line or the Python API
             self.bitrate = parse_bitrate(self.bitrate)
-        if (self.bpp is not None or self.bitrate is not None) and self.rate_mode != "search" \
-                and hasattr(self, "rate_lambda") and self.rate_lambda is None:
-            # A target trains for rate by default: at equal epochs and 7-9% fewer bits it gave
-            # 0.4-3.8 dB more than the search on three real clips (README, "Rate targets").
-            self.rate_lambda = DEFAULT_TARGET_LAMBDA
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:
             parent()
 
+    def trains_for_rate(self) -> bool:
+        """A target that trains for rate: given with --lambda, or by default (not --rate-mode search)."""
+        has_target = self.bpp is not None or self.bitrate is not None
+        return has_target and hasattr(self, "rate_lambda") and self.rate_mode != "search"
+
     def settings(self) -> dict:
         # Recorded only when given: an encode without them writes the header it wrote before.
-        return {name: value for name, value in super().settings().items()
-                if not (name in ("bpp", "bitrate", "preset", "rate_mode") and value is None)}
+        settings = {name: value for name, value in super().settings().items()
+                    if not (name in ("bpp", "bitrate", "preset", "rate_mode") and value is None)}
+        if self.trains_for_rate() and settings.get("rate_lambda") is None:
+            # A target trains for rate by default (lambda's start resolved here, so the
+            # options keep what the user gave): HNeRV at equal epochs and 7-9% fewer bits gave
+            # 0.4-3.8 dB more than the search on three real clips (README, "Rate targets").
+            settings["rate_lambda"] = DEFAULT_TARGET_LAMBDA
+        return settings
 
     def validate(self) -> None:
         super().validate()
@@ -146,12 +152,13 @@ class RateTargetOptions:
             raise NncError(f"{flag} with --rate-mode search trains without a rate term: drop --lambda "
                            "(or --rate-mode train)")
         if getattr(self, "segment_frames", None) is not None:  # the landing searches one network's quantization
+            # the landing (the search, or the step multiplier) works on one network's tensors
             raise NncError(f"{flag} does not apply to segmented encodes (--segment-frames) yet: give --params")
         rate_lambda = getattr(self, "rate_lambda", None)
-        if rate_lambda is not None:
+        if self.trains_for_rate():
             # Rate-trained: lambda sets the rate, so a given size is fine; lambda is adapted
             # by multiplying it, which cannot leave zero.
-            if rate_lambda <= 0:
+            if rate_lambda is not None and rate_lambda <= 0:
                 raise NncError(f"{flag} with --lambda adapts lambda from its starting value: give one above 0")
             return
         for name, other in (("size", "--params"), ("hinerv_config", "--hinerv-config"), ("rate_lambda", "--lambda")):

@@ -1,4 +1,4 @@
-"""Rate targets for rate-trained codecs (``--bpp``/``--bitrate`` with ``--lambda``): lambda
+"""Rate targets for rate-trained codecs (``--bpp``/``--bitrate``, by default or with ``--lambda``): lambda
 adapted in training (nnc.codec.rate_control), the landing on a multiplier of the learned
 steps (nnc.codec.rate_target.land_on_steps), the options, and round trips."""
 
@@ -288,8 +288,10 @@ def test_a_target_with_lambda_is_accepted_and_may_come_with_a_size(model):
 def test_a_target_trains_for_rate_by_default_and_the_search_is_a_mode(model):
     for target in (dict(bpp=0.05), dict(bitrate="800k")):
         trained = make_options(model, **target)
-        assert trained.rate_lambda == DEFAULT_TARGET_LAMBDA == 0.01  # lambda's start, recorded in the header
-        assert trained.settings()["rate_lambda"] == 0.01 and "rate_mode" not in trained.settings()
+        assert trained.rate_lambda is None  # the options keep what was given; the settings resolve it
+        # lambda's start, recorded in the header
+        assert trained.settings()["rate_lambda"] == DEFAULT_TARGET_LAMBDA == 0.01
+        assert "rate_mode" not in trained.settings()
         assert make_options(model, size=2e5, **target).size == 2e5  # lambda sets the rate: a size may be given
         searched = make_options(model, rate_mode="search", **target)
         assert searched.rate_lambda is None and searched.settings()["rate_mode"] == "search"
