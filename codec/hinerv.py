@@ -57,7 +57,7 @@ from .nerv import AXIS_RULES, MaskedModel, dequantize_weights, magnitude_masks, 
 from .registry import register_codec
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_parameter, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
-                          target_bits)
+                          planned_file_bits, target_bits)
 from .rate_control import rate_control
 from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits, parameter_groups
 from .training import TrainSettings, fit
@@ -327,7 +327,8 @@ class HiNeRVCodec(Codec):
         planner = make_planner(options, video_recipe(
             self.name, video, [Phase(phase, epochs, steps_per_epoch) for phase, epochs in phases],
             counts["decoder"] + counts["grids"],
-            counts["decoder"] * pruned_bits_per_parameter(bits, prune) + counts["grids"] * bits))
+            planned_file_bits(counts["decoder"] * pruned_bits_per_parameter(bits, prune) + counts["grids"] * bits,
+                              wanted_bits)))
 
         model.train()
         stats: dict = {}

@@ -33,7 +33,7 @@ from .rate_control import rate_control
 from .rate_distortion import RateDistortion, parameter_groups, RateDistortionOptions, estimated_payload_bits
 from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, video_recipe
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
-                          full_precision_bits, target_bits)
+                          full_precision_bits, planned_file_bits, target_bits)
 from .training import TrainSettings, fit
 
 WEIGHTS_GROUP = "weights"
@@ -108,12 +108,13 @@ class HNeRVCodec(Codec):
             description=f"hnerv {width}x{height}x{num_frames}",
         )
         decoder_values, embedding_values = decoder_parameter_count(config), embedding_element_count(config, num_frames)
+        wanted_bits = target_bits(settings, num_frames, height, width, info.fps)
         planner = make_planner(options, video_recipe(
             self.name, video, [Phase("train", train.epochs, -(-num_frames // train.batch_size))],
             decoder_values + embedding_values,
-            decoder_values * int(settings["weight_bits"]) + embedding_values * int(settings["embed_bits"])))
+            planned_file_bits(decoder_values * int(settings["weight_bits"])
+                              + embedding_values * int(settings["embed_bits"]), wanted_bits)))
         hooks = [planner]
-        wanted_bits = target_bits(settings, num_frames, height, width, info.fps)
         rate = embedding_quantizer = control = None
         if settings.get("rate_lambda") is not None:
             # Rate-distortion training: decoder weights and embeddings are trained through

@@ -52,7 +52,7 @@ from .planning import DEFAULT_SIZE_HELP, Phase, make_planner, pruned_bits_per_pa
 from .rate_control import rate_control
 from .rate_distortion import RateDistortion, RateDistortionOptions, estimated_payload_bits, parameter_groups
 from .rate_target import (FULL_BITS, RateTargetOptions, RateTargetSource, choose_model_size, describe_target,
-                          target_bits)
+                          planned_file_bits, target_bits)
 from .training import TrainSettings, fit
 from .training_hooks import KeepPruned, TrainingHook
 
@@ -294,7 +294,8 @@ class _NeRVFamilyCodec(Codec):
         planner = make_planner(options, video_recipe(
             self.name, video, [Phase("train", int(settings["epochs"]), steps_per_epoch),
                                Phase("finetune", finetune_epochs, steps_per_epoch)],
-            values, values * pruned_bits_per_parameter(int(settings["weight_bits"]), prune)))
+            values, planned_file_bits(values * pruned_bits_per_parameter(int(settings["weight_bits"]), prune),
+                                      wanted_bits)))
 
         model.train()
         stats = {}

@@ -176,6 +176,13 @@ def target_bits(settings: dict, num_frames: int, height: int, width: int, fps) -
     return None
 
 
+def planned_file_bits(recipe_bits: float, wanted_bits: float | None) -> float:
+    """The size a plan shows (and the raw-size check weighs) before training: a target's
+    bits (the file lands at or under them), else the upper estimate, the recipe's values x
+    their bits (a rate-trained network starts there and lambda only lowers it)."""
+    return recipe_bits if wanted_bits is None else wanted_bits
+
+
 def describe_target(settings: dict, pixels: int | None = None, bits: float | None = None) -> str:
     """``--bpp 0.05``, or ``--bitrate 800000 (0.052 bpp)`` when ``pixels`` and ``bits`` are given."""
     if settings.get("bpp") is not None:
