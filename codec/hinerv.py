@@ -328,7 +328,7 @@ class HiNeRVCodec(Codec):
             self.name, video, [Phase(phase, epochs, steps_per_epoch) for phase, epochs in phases],
             counts["decoder"] + counts["grids"],
             planned_file_bits(counts["decoder"] * pruned_bits_per_parameter(bits, prune) + counts["grids"] * bits,
-                              wanted_bits)))
+                              wanted_bits), size_is_target=wanted_bits is not None))
 
         model.train()
         stats: dict = {}

@@ -113,7 +113,8 @@ class HNeRVCodec(Codec):
             self.name, video, [Phase("train", train.epochs, -(-num_frames // train.batch_size))],
             decoder_values + embedding_values,
             planned_file_bits(decoder_values * int(settings["weight_bits"])
-                              + embedding_values * int(settings["embed_bits"]), wanted_bits)))
+                              + embedding_values * int(settings["embed_bits"]), wanted_bits),
+            size_is_target=wanted_bits is not None))
         hooks = [planner]
         rate = embedding_quantizer = control = None
         if settings.get("rate_lambda") is not None:

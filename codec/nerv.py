@@ -295,7 +295,7 @@ class _NeRVFamilyCodec(Codec):
             self.name, video, [Phase("train", int(settings["epochs"]), steps_per_epoch),
                                Phase("finetune", finetune_epochs, steps_per_epoch)],
             values, planned_file_bits(values * pruned_bits_per_parameter(int(settings["weight_bits"]), prune),
-                                      wanted_bits)))
+                                      wanted_bits), size_is_target=wanted_bits is not None))
 
         model.train()
         stats = {}

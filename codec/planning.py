@@ -152,6 +152,7 @@ class Recipe:
     stored_bits: float | None  # upper estimate of the payload: values x their bits (None: rate-trained)
     pixels: int  # frames x height x width
     raw_bits: float  # the source video uncompressed
+    size_is_target: bool = False  # stored_bits is a rate target (--bpp/--bitrate), not an upper estimate
 
     @property
     def steps(self) -> int:
@@ -161,12 +162,13 @@ class Recipe:
         return None if self.stored_bits is None else self.stored_bits / self.pixels
 
 
-def video_recipe(model: str, video, phases: list[Phase], parameters: int, stored_bits: float | None) -> Recipe:
+def video_recipe(model: str, video, phases: list[Phase], parameters: int, stored_bits: float | None,
+                 size_is_target: bool = False) -> Recipe:
     """A :class:`Recipe` for ``video`` (its pixels and raw size from its frames and pixel format)."""
     num_frames, height, width = video.frames.shape[:3]
     pixels = num_frames * height * width
     return Recipe(model, phases, int(parameters), stored_bits, pixels,
-                  pixels * raw_bits_per_pixel(video.info.pix_fmt, video.info.bit_depth))
+                  pixels * raw_bits_per_pixel(video.info.pix_fmt, video.info.bit_depth), size_is_target)
 
 
 class PlanOnly(Exception):
@@ -337,6 +339,7 @@ class SchedulePlanner(TimeBudget):
                 "seconds_per_step": self.seconds_per_step, "estimated_seconds": seconds,
                 "time_budget": self.budget, "estimated_bpp": bpp,
                 "estimated_bytes": None if recipe.stored_bits is None else math.ceil(recipe.stored_bits / 8),
+                "size_is_target": recipe.size_is_target,
                 "raw_bytes": math.ceil(recipe.raw_bits / 8), "text": text}
 
     # -- TimeBudget + checkpoint state -------------------------------------------------
@@ -491,6 +494,7 @@ class SessionPlanner(SchedulePlanner):
                 "seconds_per_step": self.seconds_per_step, "estimated_seconds": seconds, "time_budget": self.budget,
                 "estimated_bpp": recipe.estimated_bpp(),
                 "estimated_bytes": None if recipe.stored_bits is None else math.ceil(recipe.stored_bits / 8),
+                "size_is_target": recipe.size_is_target,
                 "raw_bytes": math.ceil(recipe.raw_bits / 8), "sessions": sessions, "text": text}
 
 
@@ -504,7 +508,8 @@ class PlanReport:
     def summary(self) -> str:
         plan = self.plan
         bpp = "n/a (rate-trained)" if plan["estimated_bpp"] is None else (
-            f"at most about {plan['estimated_bpp']:.3f} bpp ({plan['estimated_bytes']:,} bytes before entropy coding)")
+            f"at most about {plan['estimated_bpp']:.3f} bpp ({plan['estimated_bytes']:,} bytes"
+            + (", the rate target)" if plan.get("size_is_target") else " before entropy coding)"))
         epochs = ", ".join(f"{name} {count}" for name, count in plan["epochs"].items() if count > 0)
         budget = "" if plan["time_budget"] is None else f", time budget {format_duration(plan['time_budget'])}"
         return (f"dry run (nothing written): model {plan['model']}, {plural(plan['parameters'], 'parameter')}, "

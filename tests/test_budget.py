@@ -206,4 +206,4 @@ def test_a_dry_run_with_a_rate_target_shows_the_target_as_the_size(tmp_path):
                  "--dry-run")
     assert result.exit_code == 0, result.output
     # the file lands at or under the target: that, not the 8-bit upper estimate, is its size
-    assert "estimated size at most about 4.000 bpp (32,768 bytes before entropy coding)" in result.stdout, result.stdout
+    assert "estimated size at most about 4.000 bpp (32,768 bytes, the rate target)" in result.stdout, result.stdout
